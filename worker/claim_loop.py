@@ -1,0 +1,321 @@
+"""The claim loop: wake, claim what the free slots can take, supervise each job, report its outcome.
+
+One ``ClaimLoop`` per process. It owns no queue state: a job's fate is decided by the audio_queue
+SQL functions, called through ``worker.db.queue``. What it adds is timing:
+
+- wakes on NOTIFY (a dedicated LISTEN connection) or every POLL_INTERVAL_MS, and whenever a slot frees;
+- claims at most as many jobs as free slots, in one call;
+- heartbeats each running job every LEASE_SECONDS/3 (and sends progress at most once a second);
+  a refused heartbeat (lease lost, cancel requested) or JOB_TIMEOUT_MS stops the work, and nothing
+  of that attempt is published;
+- every RESCUE_INTERVAL_SECONDS, one worker of the fleet (advisory lock) runs reset_stuck_jobs;
+- on SIGTERM/SIGINT stops claiming, gives running jobs SHUTDOWN_GRACE_SECONDS, releases the rest;
+- survives database connection loss: every call is retried on a fresh connection with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import psycopg
+from loguru import logger
+
+from worker.config import WorkerSettings
+from worker.db import queue
+from worker.db.connect import ConnectionPlan, make_pool, safe_dsn
+from worker.db.migrate import required_version, schema_problem
+from worker.errors import JobError, PayloadError, PermanentError
+from worker.handlers import Handler, JobContext
+from worker.logs import redact
+
+T = TypeVar("T")
+
+PROGRESS_INTERVAL_S = 1.0  # progress is sent at most this often (heartbeats are rarer)
+ABANDON_WAIT_S = 5.0  # how long a cancelled handler gets to clean up its children
+
+
+def new_worker_id(prefix: str | None = None) -> str:
+    """hostname (or DYNO) + pid + random: a restarted dyno never inherits its old claims."""
+    base = prefix or os.environ.get("DYNO") or socket.gethostname()
+    return f"{base}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class StartupError(Exception):
+    """The worker cannot start (database unreachable, schema out of date); the message says why."""
+
+
+class ClaimLoop:
+    def __init__(self, settings: WorkerSettings, handler: Handler, plan: ConnectionPlan,
+                 worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.plan = plan
+        self.worker_id = worker_id or new_worker_id(settings.worker_id)
+        self.pool = make_pool(plan, size=settings.max_concurrent_jobs + 2)
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.work: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.abandoning = False
+        self.give_up_at: float | None = None  # during shutdown, database retries stop here
+        self.log = logger.bind(worker_id=self.worker_id)
+
+    # -- database calls -------------------------------------------------------------------------
+
+    async def db(self, fn: Callable[..., Awaitable[T]], *args: Any, until: float | None = None, **kw: Any) -> T:
+        """Run ``fn(conn, ...)`` on a pooled connection, retrying connection failures with backoff
+        until ``until`` (monotonic) or, during shutdown, the shutdown deadline."""
+        delay = 0.05
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    return await fn(conn, *args, **kw)
+            except psycopg.OperationalError as exc:
+                deadline = min(x for x in (until, self.give_up_at, float("inf")) if x is not None)
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.log.warning("database unavailable ({}); retrying in {:.2f}s",
+                                 redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__),
+                                 delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the pool and check the schema version; raises StartupError with an operator's message."""
+        self.log.info("starting: {} slots, lease {}s, {}", self.settings.max_concurrent_jobs,
+                      self.settings.lease_seconds, self.plan.note)
+        try:
+            await self.pool.open(wait=True, timeout=30)
+            version = await self.db(queue.schema_version, until=time.monotonic() + 30)
+        except psycopg.Error as exc:
+            await self.pool.close()
+            raise StartupError(f"cannot use the database at {safe_dsn(self.plan.url)}: "
+                               f"{redact(str(exc).strip())}") from None
+        problem = schema_problem(version, required_version())
+        if problem:
+            await self.pool.close()
+            raise StartupError(problem)
+
+    def request_stop(self, signame: str = "signal") -> None:
+        if self.stopping.is_set():
+            self.log.info("{} again: already stopping, {} job(s) still running", signame, len(self.running))
+            return
+        self.log.info("{}: stopping; no new claims, {} running job(s) get {}s to finish", signame,
+                      len(self.running), self.settings.shutdown_grace_seconds)
+        self.stopping.set()
+        self.wake.set()
+
+    async def run(self) -> int:
+        """Claim and process jobs until asked to stop. Returns the process exit code."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        helpers = [asyncio.create_task(self._listen(), name="listen"),
+                   asyncio.create_task(self._rescue(), name="rescue")]
+        try:
+            await self._claim_until_stopped()
+        finally:
+            await self._shutdown(helpers)
+        return 0
+
+    async def _claim_until_stopped(self) -> None:
+        poll_s = self.settings.poll_interval_ms / 1000
+        backoff = 0.1
+        while not self.stopping.is_set():
+            self.wake.clear()
+            free = self.settings.max_concurrent_jobs - len(self.running)
+            jobs: list[queue.Job] = []
+            if free > 0:
+                try:
+                    jobs = await self.db(queue.claim_jobs, self.worker_id, free, self.settings.lease_seconds)
+                    backoff = 0.1
+                except Exception as exc:  # never let the loop die: log, back off, carry on
+                    self.log.error("claim failed: {}", redact(str(exc).strip()))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                for job in jobs:
+                    task = asyncio.create_task(self._process(job), name=f"job-{job.id}")
+                    self.running[job.id] = task
+                    task.add_done_callback(lambda _t, jid=job.id: self._slot_freed(jid))
+                if jobs and len(jobs) == free:
+                    continue  # maybe more waiting: claim again as soon as a slot frees
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=None if free <= 0 else poll_s)
+            except TimeoutError:
+                pass
+
+    def _slot_freed(self, job_id: uuid.UUID) -> None:
+        self.running.pop(job_id, None)
+        self.wake.set()
+
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
+        grace = self.settings.shutdown_grace_seconds
+        self.give_up_at = time.monotonic() + grace + ABANDON_WAIT_S + 2
+        for t in helpers:
+            t.cancel()
+        if self.running:
+            _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
+            if pending:
+                self.log.warning("grace of {}s over: releasing {} unfinished job(s)", grace, len(pending))
+                self.abandoning = True
+                for w in list(self.work.values()):
+                    w.cancel()
+                await asyncio.wait(pending, timeout=ABANDON_WAIT_S + 2)
+        await asyncio.gather(*helpers, return_exceptions=True)
+        await self.pool.close()
+        self.log.info("stopped")
+
+    # -- background helpers ------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Set ``wake`` on every NOTIFY; reconnect with backoff when the connection drops."""
+        if self.plan.listen_url is None:
+            return
+        delay = 0.2
+        while not self.stopping.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.plan.listen_url, autocommit=True,
+                                                            application_name="audio-worker listen")
+                async with conn:
+                    await conn.execute(f"listen {queue.NOTIFY_CHANNEL}")
+                    delay = 0.2
+                    self.wake.set()  # anything enqueued while we were not listening
+                    async for _ in conn.notifies():
+                        self.wake.set()
+            except psycopg.OperationalError as exc:
+                self.log.warning("LISTEN connection lost ({}); polling until it is back in {:.1f}s",
+                                 redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "closed"), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _rescue(self) -> None:
+        """Every RESCUE_INTERVAL_SECONDS (jittered), if no other worker is at it, reset stuck jobs."""
+        interval = self.settings.rescue_interval_seconds
+        await asyncio.sleep(random.uniform(0, min(interval, 5.0)))
+        while not self.stopping.is_set():
+            try:
+                n = await self.db(queue.rescue_if_leader, until=time.monotonic() + interval)
+                if n:
+                    self.log.warning("reset_stuck_jobs: {} job(s) whose worker stopped heartbeating "
+                                     "were requeued or failed", n)
+            except Exception as exc:
+                self.log.error("reset_stuck_jobs failed: {}", redact(str(exc).strip()))
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+
+    # -- one job -----------------------------------------------------------------------------------
+
+    async def _process(self, job: queue.Job) -> None:
+        with logger.contextualize(job_id=str(job.id)):
+            ctx = JobContext(worker_id=self.worker_id)
+            started = time.monotonic()
+            work = asyncio.create_task(self.handler(job, ctx))
+            self.work[job.id] = work
+            try:
+                outcome = await self._supervise(job, ctx, work, started)
+                await self._finish(job, ctx, work, outcome, time.monotonic() - started)
+            except Exception as exc:  # the database stayed away past every deadline
+                self.log.error("could not record the outcome: {}; the lease will expire and the job "
+                               "will be rescued", redact(str(exc).strip()))
+            finally:
+                self.work.pop(job.id, None)
+
+    async def _supervise(self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], started: float) -> str:
+        """Wait for the handler, heartbeating. Returns done | lost | timeout | abandoned."""
+        s = self.settings
+        deadline = started + s.job_timeout_ms / 1000
+        next_beat = started + s.heartbeat_seconds
+        sent = (ctx.progress, ctx.stage)
+        last_sent = started  # the lease was last renewed then (claim or heartbeat)
+        while True:
+            now = time.monotonic()
+            wait = min(deadline, next_beat, now + PROGRESS_INTERVAL_S) - now
+            done, _ = await asyncio.wait({work}, timeout=max(wait, 0))
+            if done:
+                return "abandoned" if work.cancelled() and self.abandoning else "done"
+            now = time.monotonic()
+            if now >= deadline:
+                await self._stop_work(work)
+                return "timeout"
+            state = (ctx.progress, ctx.stage)
+            if now >= next_beat or (state != sent and now - last_sent >= PROGRESS_INTERVAL_S):
+                try:
+                    ok = await self.db(queue.heartbeat, job, ctx.progress, ctx.stage,
+                                       until=last_sent + s.lease_seconds)
+                except psycopg.Error as exc:
+                    self.log.warning("heartbeat failed: {}", redact(str(exc).strip()))
+                    ok = False
+                if not ok:
+                    self.log.warning("heartbeat refused (lease lost or cancel requested): stopping the work")
+                    await self._stop_work(work)
+                    return "lost"
+                sent, last_sent = state, now
+                next_beat = now + s.heartbeat_seconds
+
+    async def _stop_work(self, work: asyncio.Task[Any]) -> None:
+        work.cancel()
+        done, _ = await asyncio.wait({work}, timeout=ABANDON_WAIT_S)
+        if not done:
+            self.log.error("handler ignored cancellation for {}s; abandoning it", ABANDON_WAIT_S)
+
+    async def _discard(self, ctx: JobContext) -> None:
+        for cleanup in ctx.discards:
+            try:
+                await cleanup()
+            except Exception as exc:
+                self.log.error("cleanup of a discarded attempt failed: {}", redact(str(exc).strip()))
+
+    async def _finish(self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], outcome: str,
+                      elapsed: float) -> None:
+        if outcome in ("lost", "abandoned"):
+            await self._discard(ctx)
+            released = await self.db(queue.release_job, job)
+            self.log.info("job {} after {:.2f}s: {}", "released" if outcome == "abandoned" else "stopped",
+                          elapsed, "handed back to the queue" if released else "it is no longer ours")
+            return
+        if outcome == "timeout":
+            await self._discard(ctx)
+            msg = f"timed out after {self.settings.job_timeout_ms} ms (JOB_TIMEOUT_MS)"
+            await self.db(queue.complete_job, job, error=msg, retryable=True)
+            self.log.warning("job {}", msg)
+            return
+
+        exc = work.exception() if not work.cancelled() else None
+        if work.cancelled():
+            error, retryable = "the job's work was cancelled", True
+        elif exc is None:
+            result = work.result()
+            try:
+                ok = await self.db(queue.complete_job, job, result=result)
+            except TypeError as terr:  # result not JSON-able: a handler bug, not the job's fault
+                error, retryable = f"handler returned a result that is not JSON: {terr}", False
+            else:
+                if ok:
+                    self.log.info("job completed in {:.2f}s (attempt {})", elapsed, job.attempts)
+                else:
+                    await self._discard(ctx)
+                    self.log.warning("completion refused (lease lost or job cancelled): work discarded")
+                return
+        elif isinstance(exc, JobError):
+            error, retryable = str(exc), exc.retryable
+        else:
+            error, retryable = f"unexpected error: {type(exc).__name__}: {exc}", True
+            self.log.opt(exception=exc).error("handler raised {}", type(exc).__name__)
+        error = redact(error)
+        await self._discard(ctx)
+        await self.db(queue.complete_job, job, error=error, retryable=retryable)
+        kind = "payload rejected" if isinstance(exc, PayloadError) else (
+            "failed permanently" if isinstance(exc, PermanentError) or not retryable else "failed (retryable)")
+        self.log.warning("job {} after {:.2f}s (attempt {}/{}): {}", kind, elapsed, job.attempts,
+                         job.max_attempts, error)

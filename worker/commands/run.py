@@ -1,0 +1,27 @@
+"""``python -m worker run``: claim and process jobs until SIGTERM (the Heroku ``worker`` process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from worker.claim_loop import ClaimLoop, StartupError
+from worker.config import load_worker_settings
+from worker.db.connect import plan_connections
+from worker.handlers import load_handler
+from worker.logs import setup_logging
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker run", description=__doc__)
+    parser.parse_args(argv)
+    settings = load_worker_settings()
+    setup_logging(settings.log_level, settings.log_format, settings.secrets())
+    handler = load_handler(settings.job_handler)
+    loop = ClaimLoop(settings, handler, plan_connections(settings))
+    try:
+        return asyncio.run(loop.run())
+    except StartupError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 1

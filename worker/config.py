@@ -1,0 +1,111 @@
+"""Worker settings, read from the environment and validated at start.
+
+Every setting here is documented in the README's configuration table (a test keeps the two in
+step). An invalid value stops the process before it touches the database, naming the variable and
+the rule it broke.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PoolMode = Literal["auto", "direct", "session", "transaction"]
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of the queue side of the worker: database, concurrency, leases, shutdown, logs."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
+
+    database_url: SecretStr = Field(
+        description="PostgreSQL connection URL (Heroku sets it; on Supabase use the session pooler)."
+    )
+    listen_database_url: SecretStr | None = Field(
+        default=None,
+        description="Separate direct/session connection for LISTEN when DATABASE_URL is a transaction pooler.",
+    )
+    database_pool_mode: PoolMode = Field(
+        default="auto",
+        description="direct|session|transaction; auto treats port 6543 as Supabase's transaction pooler.",
+    )
+    max_concurrent_jobs: int = Field(default=2, ge=1, le=10, description="Jobs one process runs at once.")
+    poll_interval_ms: int = Field(
+        default=5000, ge=1000, le=3_600_000, description="Fallback poll when no NOTIFY arrives."
+    )
+    job_timeout_ms: int = Field(
+        default=300_000, ge=10_000, le=86_400_000, description="A job's work is stopped after this long."
+    )
+    max_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed provider/storage call.")
+    retry_delay_ms: int = Field(
+        default=2000, ge=0, le=600_000, description="Base delay of those retries (exponential, jittered)."
+    )
+    lease_seconds: int = Field(
+        default=60, ge=3, le=3600,
+        description="Lease of a claimed job; heartbeats renew it every third of it. A dead worker's job "
+        "is rescued after this long.",
+    )
+    rescue_interval_seconds: float = Field(
+        default=60, ge=0.5, le=3600, description="How often one worker of the fleet runs reset_stuck_jobs."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=25, ge=0, le=3600,
+        description="On SIGTERM, running jobs get this long to finish before they are released.",
+    )
+    job_handler: str = Field(
+        default="worker.handlers:noop",
+        description="module:function that does a job's work (see worker/handlers.py).",
+    )
+    worker_id: str | None = Field(
+        default=None, description="Fixed worker id prefix; default hostname or DYNO. A pid and random suffix are always added."
+    )
+    log_level: Literal["trace", "debug", "info", "warning", "warn", "error", "critical"] = Field(
+        default="info", description="debug|info|warning|error."
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="json for log drains.")
+
+    @model_validator(mode="after")
+    def _normalise(self) -> WorkerSettings:
+        if self.log_level == "warn":
+            self.log_level = "warning"
+        return self
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return self.lease_seconds / 3
+
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or an error."""
+        from worker.db.connect import password_of
+
+        out = []
+        for url in (self.database_url, self.listen_database_url):
+            if url is not None:
+                pw = password_of(url.get_secret_value())
+                if pw:
+                    out.append(pw)
+        return out
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per broken rule: ``MAX_CONCURRENT_JOBS: must be <= 10 (got '12')``."""
+    lines = []
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        msg = err["msg"]
+        msg = msg.replace("Input should be", "must be").replace("Field required", "is required but not set")
+        got = err.get("input")
+        # Never echo a value that could be a secret.
+        shown = "" if got is None or isinstance(got, dict) or "URL" in name or "KEY" in name or "SECRET" in name else f" (got {got!r})"
+        lines.append(f"{name}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_worker_settings(**overrides: object) -> WorkerSettings:
+    """Read the environment; exits with status 2 and a message per broken rule when invalid."""
+    try:
+        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SystemExit(f"configuration error:\n{describe_validation_error(exc)}") from None

@@ -1,0 +1,98 @@
+"""The contract between the claim loop and a job's work, and built-in handlers for tests and benches.
+
+A handler is ``async def handler(job: Job, ctx: JobContext) -> dict``: it returns the job's result
+(JSON-able) or raises one of ``worker.errors``' classes. The claim loop does everything else:
+heartbeats, timeouts, cancellation, completion, release on shutdown. Select one with JOB_HANDLER.
+
+A handler that starts child processes must kill them when it is cancelled (asyncio.CancelledError):
+the claim loop cancels it when the lease is lost, a cancel is requested, JOB_TIMEOUT_MS passes or
+shutdown's grace ends. Anything published before that (uploaded objects) is registered with
+``ctx.on_discard`` so it is removed when the job's completion is refused or the job fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any, Protocol
+
+from worker.db.queue import Job
+from worker.errors import PayloadError, PermanentError, RetryableError
+
+
+@dataclass
+class JobContext:
+    """What a running handler can tell the claim loop."""
+
+    worker_id: str
+    progress: int = 0
+    stage: str | None = None
+    discards: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def report(self, progress: float | None = None, stage: str | None = None) -> None:
+        """Record progress (0-100) and/or the current stage; sent with the next heartbeat."""
+        if progress is not None:
+            self.progress = max(0, min(100, int(progress)))
+        if stage is not None:
+            self.stage = stage
+
+    def on_discard(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run ``cleanup`` if this attempt's work is thrown away (refused completion, failure)."""
+        self.discards.append(cleanup)
+
+
+class Handler(Protocol):
+    def __call__(self, job: Job, ctx: JobContext) -> Awaitable[dict[str, Any]]: ...
+
+
+def load_handler(spec: str) -> Handler:
+    """Import ``module:function``; raises SystemExit with a clear message when it is not there."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise SystemExit(f"JOB_HANDLER: must look like module:function (got {spec!r})")
+    try:
+        fn = getattr(import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"JOB_HANDLER: cannot load {spec!r}: {exc}") from None
+    return fn
+
+
+async def noop(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """Completes at once. For benchmarks of the queue itself."""
+    return {"ok": True}
+
+
+async def sleep(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """A scriptable job for tests: payload ``{"sleep_ms": 200, "fail": "permanent|retryable|crash|kill",
+    "child": true}``. Unknown keys are ignored; a bad ``sleep_ms`` fails the job naming the field."""
+    p = job.payload
+    ms = p.get("sleep_ms", 0)
+    if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms <= 3_600_000:
+        raise PayloadError("sleep_ms", "must be a number of milliseconds between 0 and 3600000")
+    fail = p.get("fail")
+    if fail == "kill":  # a poison job: takes the whole worker process down
+        os.kill(os.getpid(), signal.SIGKILL)
+    proc = None
+    if p.get("child"):
+        proc = await asyncio.create_subprocess_exec("sleep", str(ms / 1000 + 60))
+        ctx.report(stage="child")
+    try:
+        steps = max(1, int(ms // 100))
+        for i in range(steps):
+            await asyncio.sleep(ms / 1000 / steps)
+            ctx.report(progress=100 * (i + 1) / steps, stage="sleep")
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if fail == "permanent":
+        raise PermanentError("scripted permanent failure")
+    if fail == "retryable":
+        raise RetryableError("scripted transient failure")
+    if fail == "crash":
+        raise RuntimeError("scripted unexpected exception")
+    return {"slept_ms": ms, "attempt": job.attempts, "child_pid": proc.pid if proc else None}

@@ -1,0 +1,47 @@
+"""Logging: loguru, one line per event with the worker id and job id, secrets masked.
+
+``LOG_FORMAT=json`` writes one JSON object per line for log drains.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from loguru import logger
+
+_secrets: list[str] = []
+
+
+def redact(text: str) -> str:
+    """Mask every registered secret in ``text``."""
+    for s in _secrets:
+        if s and s in text:
+            text = text.replace(s, "***")
+    return text
+
+
+def _patch(record: dict[str, Any]) -> None:
+    record["message"] = redact(record["message"])
+    record["extra"].setdefault("worker_id", "-")
+    record["extra"].setdefault("job_id", "-")
+    if record["exception"] is not None:
+        exc = record["exception"]
+        if exc.value is not None and _secrets:
+            exc.value.args = tuple(redact(str(a)) if isinstance(a, str) else a for a in exc.value.args)
+
+
+TEXT_FORMAT = (
+    "{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} worker={extra[worker_id]} job={extra[job_id]} {message}"
+)
+
+
+def setup_logging(level: str = "info", fmt: str = "text", secrets: list[str] | None = None) -> None:
+    """Configure the process-wide logger (stderr, as Heroku expects)."""
+    _secrets[:] = sorted({s for s in (secrets or []) if s}, key=len, reverse=True)
+    logger.remove()
+    logger.configure(patcher=_patch)  # type: ignore[arg-type]
+    if fmt == "json":
+        logger.add(sys.stderr, level=level.upper(), serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level.upper(), format=TEXT_FORMAT, backtrace=False, diagnose=False)
