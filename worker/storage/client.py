@@ -1,0 +1,309 @@
+"""Upload rendered files to Supabase Storage (S3 protocol), hand back their URLs, clean up."""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from loguru import logger
+from pydantic import BaseModel
+
+from worker.errors import JobError, PermanentError
+from worker.storage.quirks import classify, error_code, register_hooks
+from worker.storage.settings import StorageSettings
+
+T = TypeVar("T")
+CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
+                 "opus": "audio/ogg", "m4a": "audio/mp4", "aac": "audio/aac", "json": "application/json"}
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_EXT_RE = re.compile(r"^[a-z0-9]{1,10}$")
+_MAX_DELAY_S = 30.0
+
+
+def content_type_for(path_or_ext: str | Path) -> str:
+    """audio/wav, audio/flac, audio/mpeg ... by extension; application/octet-stream if unknown."""
+    ext = str(path_or_ext).rsplit(".", 1)[-1].lower()
+    return CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x.{ext}")[0] or "application/octet-stream"
+
+
+class StoredObject(BaseModel):
+    """One uploaded file: where it is, how big, its sha256 (hex) and a URL to fetch it."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    url: str
+
+
+class _HashingReader:
+    """File wrapper that hashes what botocore reads while it sends the body (one pass)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self.digest.update(data)
+        self.count += len(data)
+        return data
+
+
+class Storage:
+    """Supabase Storage through its S3 endpoint: path-style, SigV4, checksums only when required."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        config = Config(
+            region_name=settings.storage_s3_region,
+            signature_version="s3v4",
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"total_max_attempts": 1, "mode": "standard"},  # we retry ourselves, with backoff
+            connect_timeout=settings.storage_connect_timeout_s,
+            read_timeout=settings.storage_read_timeout_s,
+            max_pool_connections=settings.storage_multipart_concurrency + 4,
+        )
+        self._s3: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.endpoint,
+            aws_access_key_id=settings.storage_s3_access_key_id or None,
+            aws_secret_access_key=settings.storage_s3_secret_access_key.get_secret_value() or None,
+            config=config,
+        )
+        register_hooks(self._s3)
+
+    def __repr__(self) -> str:
+        return f"Storage(endpoint={self.settings.endpoint!r}, bucket={self.settings.master_bucket!r})"
+
+    # -- keys and URLs -------------------------------------------------------------------------
+
+    def object_key(self, job_id: str, ext: str, *, timestamp_ms: int | None = None,
+                   variant: str | None = None) -> str:
+        """``{prefix}/{job_id}_{timestamp_ms}[_{variant}].{ext}``."""
+        ext = ext.lower().lstrip(".")
+        if not _JOB_ID_RE.match(job_id) or not _EXT_RE.match(ext):
+            raise ValueError(f"unsafe object key parts: job_id={job_id!r} ext={ext!r}")
+        if variant is not None and not _JOB_ID_RE.match(variant):
+            raise ValueError(f"unsafe object key variant {variant!r}")
+        stamp = time.time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms
+        name = f"{job_id}_{stamp}{'_' + variant if variant else ''}.{ext}"
+        prefix = self.settings.storage_path_prefix
+        return f"{prefix}/{name}" if prefix else name
+
+    def url_for(self, bucket: str, key: str) -> str:
+        """Public object URL, or a presigned GET URL when STORAGE_URL_MODE=signed."""
+        if self.settings.storage_url_mode == "public":
+            return f"{self.settings.supabase_url}/storage/v1/object/public/{bucket}/{quote(key, safe='/')}"
+        return str(self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key},
+            ExpiresIn=self.settings.storage_signed_url_ttl_s))
+
+    # -- uploads -------------------------------------------------------------------------------
+
+    def upload_file(self, path: Path, *, bucket: str, key: str, content_type: str | None = None) -> StoredObject:
+        """Stream ``path`` to ``bucket/key``; multipart above the threshold; retried.
+
+        Raises RetryableError when storage stays unreachable/5xx after the configured attempts,
+        PermanentError when retrying cannot help (too large, access denied, no such bucket).
+        """
+        path = Path(path)
+        content_type = content_type or content_type_for(path)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise PermanentError(f"rendered file missing, cannot upload: {path.name}") from exc
+        started = time.monotonic()
+        if size > self.settings.multipart_threshold:
+            digest = self._upload_multipart(path, bucket, key, content_type, size)
+        else:
+            digest = self._retry(lambda: self._put(path, bucket, key, content_type, size),
+                                 action=f"upload {key}", bucket=bucket, size=size)
+        logger.info("stored {}/{} ({} bytes, {}) in {:.2f}s", bucket, key, size, content_type,
+                    time.monotonic() - started)
+        return StoredObject(bucket=bucket, key=key, size=size, sha256=digest, content_type=content_type,
+                            url=self.url_for(bucket, key))
+
+    def _put(self, path: Path, bucket: str, key: str, content_type: str, size: int) -> str:
+        with path.open("rb") as file:
+            reader = _HashingReader(file)
+            self._s3.put_object(Bucket=bucket, Key=key, Body=reader, ContentLength=size,
+                                ContentType=content_type)
+        if reader.count != size:
+            raise PermanentError(f"rendered file changed while uploading: {path.name}")
+        return reader.digest.hexdigest()
+
+    def _upload_multipart(self, path: Path, bucket: str, key: str, content_type: str, size: int) -> str:
+        action = f"upload {key}"
+        upload_id: str = self._retry(
+            lambda: self._s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"],
+            action=action, bucket=bucket, size=size)
+        try:
+            digest, parts = self._send_parts(path, bucket, key, upload_id, size)
+            self._retry(lambda: self._complete(bucket, key, upload_id, parts, size),
+                        action=action, bucket=bucket, size=size)
+        except BaseException:
+            self._best_effort(lambda: self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                              f"abort multipart upload of {bucket}/{key}")
+            raise
+        return digest
+
+    def _send_parts(self, path: Path, bucket: str, key: str, upload_id: str,
+                    size: int) -> tuple[str, list[dict[str, Any]]]:
+        """Read the file once, in order (hashing it), sending up to N parts at a time."""
+        digest, parts, number, read = hashlib.sha256(), [], 0, 0
+        limit = self.settings.storage_multipart_concurrency
+
+        def send(n: int, chunk: bytes) -> dict[str, Any]:
+            etag = self._retry(lambda: self._s3.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=chunk,
+                ContentLength=len(chunk))["ETag"], action=f"upload {key} part {n}", bucket=bucket, size=size)
+            return {"PartNumber": n, "ETag": etag}
+
+        pending: set[Future[dict[str, Any]]] = set()
+        with path.open("rb") as file, ThreadPoolExecutor(limit, thread_name_prefix="s3-part") as pool:
+            try:
+                while chunk := file.read(self.settings.part_size):
+                    digest.update(chunk)
+                    read += len(chunk)
+                    number += 1
+                    pending.add(pool.submit(send, number, chunk))
+                    if len(pending) >= limit:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        parts.extend(f.result() for f in done)
+                parts.extend(f.result() for f in pending)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        if read != size:
+            raise PermanentError(f"rendered file changed while uploading: {path.name}")
+        return digest.hexdigest(), sorted(parts, key=lambda p: p["PartNumber"])
+
+    def _complete(self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+        try:
+            self._s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                               MultipartUpload={"Parts": parts})
+        except ClientError as exc:
+            # A retried Complete whose first try did land answers NoSuchUpload: accept if the object is whole.
+            if error_code(exc)[0] != "NoSuchUpload":
+                raise
+            head = self._s3.head_object(Bucket=bucket, Key=key)
+            if head.get("ContentLength") != size:
+                raise
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def delete_objects(self, objects: Iterable[StoredObject]) -> None:
+        """Delete objects, best effort with retries; missing objects are fine; never raises."""
+        by_bucket: dict[str, list[str]] = {}
+        for obj in objects:
+            by_bucket.setdefault(obj.bucket, []).append(obj.key)
+        for bucket, keys in by_bucket.items():
+            for start in range(0, len(keys), 1000):
+                batch = keys[start:start + 1000]
+                self._best_effort(lambda: self._delete_batch(bucket, batch), f"delete {batch} from {bucket}")
+
+    def _delete_batch(self, bucket: str, keys: list[str]) -> None:
+        def call() -> dict[str, Any]:
+            try:
+                return self._s3.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+            except ClientError as exc:
+                code, status = error_code(exc)
+                if code in {"NoSuchBucket", "NoSuchKey"} or status == 404:  # nothing left to delete
+                    return {}
+                raise
+
+        response = self._retry(call, action=f"delete {len(keys)} objects", bucket=bucket)
+        failed = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+        if failed:
+            raise PermanentError(f"storage kept {len(failed)} objects: "
+                                 + ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in failed[:5]))
+
+    @contextmanager
+    def cleanup_on_failure(self) -> Iterator[UploadBatch]:
+        """Track a job's uploads; if the block raises, delete them and re-raise."""
+        batch = UploadBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            batch.discard()
+            raise
+
+    # -- readiness -----------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        """Problems that stop uploads (missing credentials or buckets, refused keys); [] when ready."""
+        settings = self.settings
+        if not settings.storage_s3_access_key_id or not settings.storage_s3_secret_access_key.get_secret_value():
+            return ["storage credentials missing: set STORAGE_S3_ACCESS_KEY_ID and STORAGE_S3_SECRET_ACCESS_KEY "
+                    "(Supabase Dashboard -> Storage -> S3 Connection -> Access keys)"]
+        problems: list[str] = []
+        for bucket in dict.fromkeys([settings.master_bucket, settings.preview_bucket]):
+            try:
+                self._s3.head_bucket(Bucket=bucket)
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                problems.append(str(classify(exc, action="reach the bucket", bucket=bucket)))
+        return problems
+
+    # -- retries -------------------------------------------------------------------------------
+
+    def _retry(self, fn: Callable[[], T], *, action: str, bucket: str, size: int | None = None) -> T:
+        attempts = self.settings.storage_upload_attempts
+        base = self.settings.storage_retry_delay_ms / 1000
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - classified below
+                error = classify(exc, action=action, bucket=bucket, size=size)
+                if not error.retryable or attempt == attempts:
+                    if error is exc:
+                        raise
+                    raise error from exc
+                delay = min(base * 2 ** (attempt - 1), _MAX_DELAY_S) * random.uniform(0.8, 1.2)
+                logger.warning("storage: {} (attempt {}/{}), retrying in {:.2f}s", error, attempt, attempts, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _best_effort(fn: Callable[[], object], what: str) -> None:
+        try:
+            fn()
+        except JobError as exc:
+            logger.error("storage: could not {}: {}", what, exc)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not mask the job's own error
+            logger.error("storage: could not {}: {}", what, type(exc).__name__)
+
+
+class UploadBatch:
+    """The objects one job uploaded; ``discard()`` deletes them (lease lost, job failed)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.objects: list[StoredObject] = []
+
+    def upload_file(self, path: Path, *, bucket: str, key: str, content_type: str | None = None) -> StoredObject:
+        obj = self._storage.upload_file(path, bucket=bucket, key=key, content_type=content_type)
+        self.objects.append(obj)
+        return obj
+
+    def discard(self) -> None:
+        """Delete every object uploaded so far (best effort; never raises)."""
+        objects, self.objects = self.objects, []
+        self._storage.delete_objects(objects)

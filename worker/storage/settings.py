@@ -1,0 +1,123 @@
+"""Storage settings, read from the environment (``STORAGE_*`` and ``SUPABASE_*``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._/-]*$")
+_HOSTED_RE = re.compile(r"^(?P<ref>[a-z0-9]+)\.supabase\.(?P<tld>co|in|red)$")
+
+
+def derive_s3_endpoint(supabase_url: str) -> str:
+    """``https://<ref>.supabase.co`` -> ``https://<ref>.storage.supabase.co/storage/v1/s3``.
+
+    Any other URL (self-hosted, ``supabase start`` on 127.0.0.1) gets ``/storage/v1/s3`` appended.
+    """
+    parts = urlsplit(supabase_url)
+    match = _HOSTED_RE.match(parts.hostname or "")
+    if match and not parts.path.strip("/"):
+        return f"https://{match['ref']}.storage.supabase.{match['tld']}/storage/v1/s3"
+    return f"{supabase_url.rstrip('/')}/storage/v1/s3"
+
+
+def _http_url(value: str | None, name: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+class StorageSettings(BaseSettings):
+    """Where and how rendered files are stored. Field names are the env var names, lowercased."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    supabase_url: str | None = None
+    storage_s3_endpoint: str | None = None
+    storage_s3_region: str = Field("us-east-1", min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
+    storage_s3_access_key_id: str = ""
+    storage_s3_secret_access_key: SecretStr = SecretStr("")
+    supabase_storage_bucket: str = "audio-files"
+    storage_preview_bucket: str | None = None
+    storage_path_prefix: str = "generated"
+    storage_url_mode: Literal["public", "signed"] = "public"
+    storage_signed_url_ttl_s: int = Field(604800, ge=60, le=604800)
+    storage_multipart_threshold_mb: int = Field(25, ge=5, le=5120)
+    storage_multipart_part_mb: int = Field(16, ge=5, le=512)
+    storage_multipart_concurrency: int = Field(4, ge=1, le=16)
+    storage_upload_attempts: int = Field(4, ge=1, le=10)
+    storage_retry_delay_ms: int = Field(1000, ge=0, le=60000)
+    storage_connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    storage_read_timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _check_supabase_url(cls, value: str | None) -> str | None:
+        return _http_url(value, "SUPABASE_URL")
+
+    @field_validator("storage_s3_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        return _http_url(value, "STORAGE_S3_ENDPOINT")
+
+    @field_validator("storage_preview_bucket", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("supabase_storage_bucket", "storage_preview_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET_RE.match(value):
+            raise ValueError(f"bucket name {value!r}: use letters, digits, '.', '_' or '-' (1-100 chars)")
+        return value
+
+    @field_validator("storage_path_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if not _PREFIX_RE.match(value) or ".." in value.split("/") or "//" in value:
+            raise ValueError(f"STORAGE_PATH_PREFIX {value!r}: use letters, digits, '.', '_', '-' and '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> StorageSettings:
+        if self.storage_s3_endpoint is None:
+            if self.supabase_url is None:
+                raise ValueError("set SUPABASE_URL or STORAGE_S3_ENDPOINT")
+            self.storage_s3_endpoint = derive_s3_endpoint(self.supabase_url)
+        if self.storage_url_mode == "public" and self.supabase_url is None:
+            raise ValueError("STORAGE_URL_MODE=public needs SUPABASE_URL (or use STORAGE_URL_MODE=signed)")
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """The S3 endpoint, explicit or derived from SUPABASE_URL."""
+        assert self.storage_s3_endpoint is not None
+        return self.storage_s3_endpoint
+
+    @property
+    def master_bucket(self) -> str:
+        return self.supabase_storage_bucket
+
+    @property
+    def preview_bucket(self) -> str:
+        """The preview bucket; the master bucket when STORAGE_PREVIEW_BUCKET is unset."""
+        return self.storage_preview_bucket or self.supabase_storage_bucket
+
+    @property
+    def multipart_threshold(self) -> int:
+        return self.storage_multipart_threshold_mb * 1024 * 1024
+
+    @property
+    def part_size(self) -> int:
+        return self.storage_multipart_part_mb * 1024 * 1024
