@@ -1,0 +1,219 @@
+"""Speech and music providers: the only place that talks to paid audio APIs.
+
+``fetch_speech`` and ``fetch_music`` return an audio file inside ``out_dir`` that ffmpeg can read.
+Failures raise the worker's taxonomy (``worker.errors``):
+
+- ``PayloadError``: bad input (empty text, speed out of the provider's range, unknown provider
+  or espeak voice, music longer than the provider allows).
+- ``PermanentError``: key missing or rejected, credits/quota exhausted, content moderation, any
+  other 4xx validation error -- with the provider's own message (keys redacted).
+- ``RetryableError``: timeouts, connection errors, 429 rate limits and 5xx that outlived
+  ``MAX_RETRIES`` in-call retries, or a 2xx body that is not valid audio (HTML, JSON, garbage,
+  truncated), which is treated as transient.
+
+Provider defaults: speech ``SPEECH_PROVIDER`` if set, else ``openai`` when ``OPENAI_API_KEY`` is
+set, else ``elevenlabs`` when ``ELEVENLABS_API_KEY`` is set, else ``espeak``. Music
+``MUSIC_PROVIDER`` if set, else ``stability`` when ``STABLE_AUDIO_API_KEY`` is set, else ``local``
+(an ffmpeg-generated placeholder pad, not generative AI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from loguru import logger
+
+from worker.errors import PayloadError
+from worker.providers import elevenlabs, espeak, localmusic, openai, stability
+from worker.providers.cache import AudioCache, cache_key, copy_atomic
+from worker.providers.join import join_parts
+from worker.providers.retry import RetryPolicy
+from worker.providers.settings import ProviderSettings
+from worker.providers.textsplit import split_text
+
+__all__ = ["ProviderSettings", "fetch_music", "fetch_speech", "SPEECH_PROVIDERS", "MUSIC_PROVIDERS"]
+
+SPEECH_PROVIDERS = ("espeak", "openai", "elevenlabs")
+MUSIC_PROVIDERS = ("stability", "local")
+
+
+def resolve_speech_provider(provider: str | None, settings: ProviderSettings) -> str:
+    """The speech provider to use for ``provider`` (None: the documented default rule)."""
+    if provider is None:
+        if settings.speech_provider:
+            return settings.speech_provider
+        if settings.openai_api_key is not None:
+            return "openai"
+        if settings.elevenlabs_api_key is not None:
+            return "elevenlabs"
+        return "espeak"
+    if provider not in SPEECH_PROVIDERS:
+        raise PayloadError("provider", f"unknown speech provider {provider!r}; one of {', '.join(SPEECH_PROVIDERS)}")
+    return provider
+
+
+def resolve_music_provider(provider: str | None, settings: ProviderSettings) -> str:
+    """The music provider to use for ``provider`` (None: the documented default rule)."""
+    if provider is None:
+        if settings.music_provider:
+            return settings.music_provider
+        return "stability" if settings.stable_audio_api_key is not None else "local"
+    if provider not in MUSIC_PROVIDERS:
+        raise PayloadError("provider", f"unknown music provider {provider!r}; one of {', '.join(MUSIC_PROVIDERS)}")
+    return provider
+
+
+def _policy(settings: ProviderSettings) -> RetryPolicy:
+    return RetryPolicy(
+        max_retries=settings.max_retries,
+        base_delay_s=settings.retry_delay_ms / 1000,
+        max_delay_s=settings.retry_max_delay_ms / 1000,
+        retry_after_max_s=settings.retry_after_max_s,
+    )
+
+
+def _client(settings: ProviderSettings) -> httpx.AsyncClient:
+    c, r = settings.provider_connect_timeout_s, settings.provider_read_timeout_s
+    return httpx.AsyncClient(timeout=httpx.Timeout(connect=c, read=r, write=r, pool=c), follow_redirects=False)
+
+
+def _cache(settings: ProviderSettings) -> AudioCache:
+    return AudioCache(settings.provider_cache_dir, settings.provider_cache_max_mb * 1024 * 1024,
+                      settings.provider_cache_enabled)
+
+
+async def _cached(cache: AudioCache, key: str, ext: str, dest: Path, produce: Callable[[Path], Awaitable[None]]) -> Path:
+    """Fill ``dest`` from the cache, or by ``produce`` (once across workers) and store it."""
+    if (hit := cache.get(key, ext)) is not None:
+        logger.debug("provider cache hit {}", key[:12])
+        return copy_atomic(hit, dest)
+    async with cache.lock(key):
+        if (hit := cache.get(key, ext)) is not None:
+            logger.debug("provider cache hit {} (after waiting)", key[:12])
+            return copy_atomic(hit, dest)
+        await produce(dest)
+        cache.put(key, ext, dest)
+    return dest
+
+
+async def _finish(parts: list[Path], final: Path, settings: ProviderSettings) -> Path:
+    if len(parts) == 1:
+        return parts[0].replace(final)
+    return await join_parts(parts, final, settings.join_crossfade_ms)
+
+
+async def fetch_speech(
+    *,
+    text: str,
+    provider: str | None,
+    voice: str | None,
+    model: str | None,
+    speed: float = 1.0,
+    out_dir: Path,
+    settings: ProviderSettings | None = None,
+) -> Path:
+    """Speak ``text``; return the audio file written inside ``out_dir``.
+
+    Long text is split at sentence boundaries under the provider's limit; the parts are
+    synthesized in order (each cached) and joined with a short crossfade.
+    """
+    settings = settings or ProviderSettings()
+    if not text or not text.strip():
+        raise PayloadError("text", "must not be empty")
+    name = resolve_speech_provider(provider, settings)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / f".speech-{uuid.uuid4().hex[:12]}"
+    work.mkdir()
+    try:
+        if name == "espeak":
+            voice = voice or settings.espeak_voice
+            chunks = split_text(text, espeak.MAX_CHARS)
+            logger.info("speech via espeak ({}): {} chars in {} part(s)", voice, len(text), len(chunks))
+            parts = []
+            for i, chunk in enumerate(chunks):
+                dest = work / f"part{i:04d}.wav"
+                await espeak.synthesize(chunk, voice=voice, speed=speed, dest=dest, binary=settings.espeak_binary)
+                parts.append(dest)
+            ident = cache_key(provider=name, voice=voice, speed=speed, text=text)
+            final = out_dir / f"speech-espeak-{ident[:16]}{'.wav' if len(parts) == 1 else '.flac'}"
+            return await _finish(parts, final, settings)
+
+        module: Any = openai if name == "openai" else elevenlabs
+        fields = module.request_fields(settings, voice=voice, model=model, speed=speed)
+        if name == "openai":
+            limit, ext = openai.MAX_CHARS, fields["response_format"]
+        else:
+            limit, ext = elevenlabs.max_chars(fields["model"]), elevenlabs.extension(fields["output_format"])
+        chunks = split_text(text, limit)
+        logger.info("speech via {} (model {}, voice {}): {} chars in {} part(s)",
+                    name, fields["model"], fields["voice"], len(text), len(chunks))
+        cache, policy = _cache(settings), _policy(settings)
+        parts, keys = [], []
+        async with _client(settings) as client:
+            for i, chunk in enumerate(chunks):
+                dest = work / f"part{i:04d}.{ext}"
+                context: dict[str, str | None] = {}
+                if name == "elevenlabs":
+                    context = {"previous_text": chunks[i - 1] if i else None,
+                               "next_text": chunks[i + 1] if i + 1 < len(chunks) else None}
+                key = cache_key(provider=name, fields=fields, text=chunk, **context)
+
+                async def produce(d: Path, chunk: str = chunk, context: dict[str, str | None] = context) -> None:
+                    await module.synthesize(client, settings, fields, chunk, d, policy, **context)
+
+                parts.append(await _cached(cache, key, ext, dest, produce))
+                keys.append(key)
+        final_ext = ext if len(parts) == 1 else "flac"
+        final = out_dir / f"speech-{name}-{cache_key(parts=keys)[:16]}.{final_ext}"
+        return await _finish(parts, final, settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def fetch_music(
+    *,
+    provider: str | None,
+    prompt: str,
+    seconds: float,
+    seed: int | None,
+    out_dir: Path,
+    settings: ProviderSettings | None = None,
+) -> Path:
+    """Generate ``seconds`` of music for ``prompt``; return the audio file inside ``out_dir``.
+
+    Stability rounds ``seconds`` up to whole seconds (1-190); callers trim if they need exact
+    lengths. ``local`` renders exactly ``seconds``.
+    """
+    settings = settings or ProviderSettings()
+    name = resolve_music_provider(provider, settings)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if name == "local":
+        logger.info("music via local placeholder pad (not generative AI): {:.1f}s", seconds)
+        ident = cache_key(provider=name, prompt=prompt, seconds=seconds, seed=seed)
+        final = out_dir / f"music-local-{ident[:16]}.flac"
+        tmp = out_dir / f".{final.stem}.{uuid.uuid4().hex[:8]}.flac"
+        try:
+            await localmusic.generate(prompt, seconds, seed, tmp)
+            return tmp.replace(final)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    fields = stability.request_fields(settings, prompt=prompt, seconds=seconds, seed=seed)
+    ext = fields["output_format"]
+    key = cache_key(provider=name, model="stable-audio-2", fields=fields)
+    logger.info("music via stability: {}s, seed {}", fields["duration"], fields["seed"])
+    final = out_dir / f"music-stability-{key[:16]}.{ext}"
+    cache, policy = _cache(settings), _policy(settings)
+    async with _client(settings) as client:
+
+        async def produce(d: Path) -> None:
+            await stability.generate(client, settings, fields, d, policy)
+
+        return await _cached(cache, key, ext, final, produce)

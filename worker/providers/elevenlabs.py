@@ -1,0 +1,107 @@
+"""ElevenLabs text-to-speech: ``POST {ELEVENLABS_BASE_URL}/v1/text-to-speech/{voice_id}``.
+
+Header ``xi-api-key``; query ``output_format``; JSON body ``{text, model_id, voice_settings,
+previous_text, next_text}`` (the neighbours keep prosody continuous across split parts). Errors are
+``{"detail": {"status", "message"}}`` (e.g. 401 ``invalid_api_key`` / ``quota_exceeded``, 429
+``too_many_concurrent_requests``) or FastAPI validation ``{"detail": [{"loc", "msg", "type"}]}``.
+
+Per-request character limits depend on the model (ElevenLabs help centre): Flash/Turbo v2.5
+40,000; Flash/Turbo v2 30,000; Multilingual v1/v2 and English v1 10,000; v3 is lower (we use 3,000).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from worker.errors import PayloadError, PermanentError
+from worker.providers.base import ProviderFault, stream_audio
+from worker.providers.ratelimit import limiter_for
+from worker.providers.retry import RetryPolicy, with_retries
+from worker.providers.settings import ProviderSettings
+
+NAME = "elevenlabs"
+SPEED_RANGE = (0.7, 1.2)
+MODEL_LIMITS = {
+    "eleven_flash_v2_5": 40_000,
+    "eleven_turbo_v2_5": 40_000,
+    "eleven_flash_v2": 30_000,
+    "eleven_turbo_v2": 30_000,
+    "eleven_multilingual_v2": 10_000,
+    "eleven_multilingual_v1": 10_000,
+    "eleven_monolingual_v1": 10_000,
+    "eleven_english_v2": 10_000,
+    "eleven_v3": 3_000,
+}
+DEFAULT_LIMIT = 5_000  # unknown model: stay well under every documented limit
+
+
+def max_chars(model: str) -> int:
+    return MODEL_LIMITS.get(model, DEFAULT_LIMIT)
+
+
+def parse_error(body: Any) -> ProviderFault | None:
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, dict):
+        return ProviderFault(code=str(detail.get("status") or detail.get("code") or "error"),
+                             message=str(detail.get("message") or ""))
+    if isinstance(detail, list) and detail:
+        msgs = [f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}" for d in detail if isinstance(d, dict)]
+        return ProviderFault(code="validation_error", message="; ".join(msgs))
+    if isinstance(detail, str):
+        return ProviderFault(code="error", message=detail)
+    return None
+
+
+def request_fields(settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float) -> dict[str, Any]:
+    if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
+        raise PayloadError("speed", f"must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]} for elevenlabs")
+    return {
+        "model": model or settings.elevenlabs_model,
+        "voice": voice or settings.elevenlabs_voice_id,
+        "output_format": settings.elevenlabs_output_format,
+        "voice_settings": {
+            "stability": settings.elevenlabs_stability,
+            "similarity_boost": settings.elevenlabs_similarity_boost,
+            "speed": speed,
+        },
+    }
+
+
+async def synthesize(
+    client: httpx.AsyncClient, settings: ProviderSettings, fields: dict[str, Any], text: str, dest: Path,
+    policy: RetryPolicy, previous_text: str | None = None, next_text: str | None = None,
+) -> None:
+    """Synthesize ``text`` (under the model's limit) into ``dest``."""
+    if settings.elevenlabs_api_key is None:
+        raise PermanentError("elevenlabs: ELEVENLABS_API_KEY is not set")
+    key = settings.elevenlabs_api_key.get_secret_value()
+    limiter = limiter_for(NAME, settings.elevenlabs_rate_limit, settings.elevenlabs_rate_window_s)
+    body: dict[str, Any] = {"text": text, "model_id": fields["model"], "voice_settings": fields["voice_settings"]}
+    if previous_text:
+        body["previous_text"] = previous_text
+    if next_text:
+        body["next_text"] = next_text
+
+    async def attempt() -> None:
+        await limiter.acquire(NAME)
+        request = client.build_request(
+            "POST",
+            f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
+            params={"output_format": fields["output_format"]},
+            json=body,
+            headers={"xi-api-key": key, "accept": "audio/mpeg"},
+        )
+        await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
+                           secrets=settings.secrets())
+
+    await with_retries(attempt, policy=policy, what=NAME)
+
+
+def extension(output_format: str) -> str:
+    """File extension for an ElevenLabs ``output_format`` such as ``mp3_44100_128``."""
+    kind = output_format.split("_", 1)[0]
+    return {"opus": "opus", "wav": "wav"}.get(kind, "mp3")

@@ -1,0 +1,44 @@
+"""Local speech with espeak-ng: no key, no network, robotic but real speech.
+
+Text goes through a temp file (``-f``) so nothing in it is ever parsed as an option. ``speed``
+scales espeak's default 175 words per minute (clamped to espeak's 80-450 range).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from worker.errors import PayloadError, PermanentError
+from worker.providers.audio import run
+
+NAME = "espeak"
+MAX_CHARS = 20_000  # espeak has no limit; smaller parts keep each subprocess short
+BASE_WPM = 175
+_VOICE = re.compile(r"^[A-Za-z0-9_+\-]{1,64}$")
+
+
+def words_per_minute(speed: float) -> int:
+    if not 0.25 <= speed <= 4.0:
+        raise PayloadError("speed", "must be between 0.25 and 4.0")
+    return max(80, min(450, round(BASE_WPM * speed)))
+
+
+async def synthesize(text: str, *, voice: str, speed: float, dest: Path, binary: str = "espeak-ng") -> None:
+    """Write a WAV of ``text`` spoken by espeak-ng ``voice`` to ``dest``."""
+    if not _VOICE.match(voice):
+        raise PayloadError("voice", "espeak voice names are letters, digits, '-', '_' or '+'")
+    wpm = words_per_minute(speed)
+    text_file = dest.with_suffix(".txt")
+    text_file.write_text(text, encoding="utf-8")
+    try:
+        rc, _, err = await run(binary, "-v", voice, "-s", str(wpm), "-w", str(dest), "-f", str(text_file))
+    except FileNotFoundError:
+        raise PermanentError(f"espeak: {binary} is not installed") from None
+    finally:
+        text_file.unlink(missing_ok=True)
+    message = err.decode(errors="replace").strip()
+    if rc != 0 or not dest.exists():
+        if "voice does not exist" in message:
+            raise PayloadError("voice", f"espeak-ng has no voice {voice!r}")
+        raise PermanentError(f"espeak: espeak-ng failed (exit {rc}): {message[:300]}")

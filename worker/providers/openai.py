@@ -1,0 +1,71 @@
+"""OpenAI text-to-speech: ``POST {OPENAI_BASE_URL}/audio/speech``.
+
+JSON body ``{model, input, voice, response_format, speed}``, ``Authorization: Bearer <key>``;
+``input`` is at most 4096 characters, ``speed`` 0.25-4.0. Errors are
+``{"error": {"message", "type", "param", "code"}}``; a 429 whose type/code is
+``insufficient_quota`` means the credits are gone (permanent), any other 429 is a rate limit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from worker.errors import PayloadError, PermanentError
+from worker.providers.base import ProviderFault, stream_audio
+from worker.providers.ratelimit import limiter_for
+from worker.providers.retry import RetryPolicy, with_retries
+from worker.providers.settings import ProviderSettings
+
+NAME = "openai"
+MAX_CHARS = 4096
+SPEED_RANGE = (0.25, 4.0)
+
+
+def parse_error(body: Any) -> ProviderFault | None:
+    err = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(err, dict):
+        return None
+    code = err.get("code") or err.get("type") or "error"
+    if err.get("type") == "insufficient_quota":
+        code = "insufficient_quota"
+    return ProviderFault(code=str(code), message=str(err.get("message") or ""))
+
+
+def request_fields(settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float) -> dict[str, Any]:
+    """Everything but the text that shapes the audio (also the cache key's settings)."""
+    if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
+        raise PayloadError("speed", f"must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]} for openai")
+    return {
+        "model": model or settings.openai_tts_model,
+        "voice": voice or settings.openai_tts_voice,
+        "response_format": settings.openai_response_format,
+        "speed": speed,
+    }
+
+
+async def synthesize(
+    client: httpx.AsyncClient, settings: ProviderSettings, fields: dict[str, Any], text: str, dest: Path,
+    policy: RetryPolicy,
+) -> None:
+    """Synthesize ``text`` (<= 4096 chars) into ``dest``."""
+    if settings.openai_api_key is None:
+        raise PermanentError("openai: OPENAI_API_KEY is not set")
+    key = settings.openai_api_key.get_secret_value()
+    limiter = limiter_for(NAME, settings.openai_rate_limit, settings.openai_rate_window_s)
+
+    async def attempt() -> None:
+        await limiter.acquire(NAME)
+        request = client.build_request(
+            "POST",
+            f"{settings.openai_base_url}/audio/speech",
+            json={"model": fields["model"], "input": text, "voice": fields["voice"],
+                  "response_format": fields["response_format"], "speed": fields["speed"]},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
+                           secrets=settings.secrets())
+
+    await with_retries(attempt, policy=policy, what=NAME)

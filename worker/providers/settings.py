@@ -1,0 +1,98 @@
+"""Every provider setting: environment variable, default and allowed range.
+
+Keys are ``SecretStr`` so they never show in ``repr``, logs or error messages. Field names are the
+environment variable names lower-cased (pydantic-settings matches them case-insensitively).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SpeechProviderName = Literal["espeak", "openai", "elevenlabs"]
+MusicProviderName = Literal["stability", "local"]
+
+
+class ProviderSettings(BaseSettings):
+    """Configuration of the speech and music providers, read from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    # --- provider choice -------------------------------------------------------------------
+    speech_provider: SpeechProviderName | None = Field(
+        None, description="Default speech provider; unset: openai if OPENAI_API_KEY, else elevenlabs "
+        "if ELEVENLABS_API_KEY, else espeak."
+    )
+    music_provider: MusicProviderName | None = Field(
+        None, description="Default music provider; unset: stability if STABLE_AUDIO_API_KEY, else local."
+    )
+
+    # --- OpenAI ------------------------------------------------------------------------------
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = Field("https://api.openai.com/v1", description="Base; /audio/speech is appended.")
+    openai_tts_model: str = "tts-1"
+    openai_tts_voice: str = "alloy"
+    openai_response_format: Literal["mp3", "opus", "aac", "flac", "wav"] = "mp3"
+    openai_rate_limit: int = Field(50, ge=1, le=100_000, description="Requests per OPENAI_RATE_WINDOW_S.")
+    openai_rate_window_s: float = Field(60.0, gt=0, le=3600)
+
+    # --- ElevenLabs --------------------------------------------------------------------------
+    elevenlabs_api_key: SecretStr | None = None
+    elevenlabs_base_url: str = Field("https://api.elevenlabs.io", description="/v1/text-to-speech/{voice} appended.")
+    elevenlabs_model: str = "eleven_multilingual_v2"
+    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    elevenlabs_output_format: str = Field("mp3_44100_128", pattern=r"^(mp3|opus|wav)_[0-9_]+$")
+    elevenlabs_stability: float = Field(0.5, ge=0.0, le=1.0)
+    elevenlabs_similarity_boost: float = Field(0.75, ge=0.0, le=1.0)
+    elevenlabs_rate_limit: int = Field(100, ge=1, le=100_000)
+    elevenlabs_rate_window_s: float = Field(60.0, gt=0, le=3600)
+
+    # --- Stability Stable Audio ----------------------------------------------------------------
+    stable_audio_api_key: SecretStr | None = None
+    stable_audio_api_url: str = Field(
+        "https://api.stability.ai",
+        description="Origin (optionally with a proxy path prefix); anything from /v2beta on is replaced by "
+        "/v2beta/audio/stable-audio-2/text-to-audio. A URL already ending in /text-to-audio is used verbatim.",
+    )
+    stable_audio_output_format: Literal["mp3", "wav"] = "mp3"
+    stable_audio_steps: int | None = Field(None, ge=1, le=100, description="Unset: the API's default.")
+    stable_audio_cfg_scale: float | None = Field(None, ge=1.0, le=25.0, description="Unset: the API's default.")
+    stable_audio_rate_limit: int = Field(150, ge=1, le=100_000, description="Stability allows 150 per 10 s.")
+    stable_audio_rate_window_s: float = Field(10.0, gt=0, le=3600)
+
+    # --- espeak-ng ---------------------------------------------------------------------------
+    espeak_binary: str = "espeak-ng"
+    espeak_voice: str = "en-us"
+
+    # --- retries and timeouts ----------------------------------------------------------------
+    max_retries: int = Field(3, ge=0, le=10, description="Retries after the first attempt, per HTTP request.")
+    retry_delay_ms: int = Field(2000, ge=0, le=600_000, description="Base of the exponential backoff.")
+    retry_max_delay_ms: int = Field(30_000, ge=0, le=3_600_000, description="Cap of one backoff sleep.")
+    retry_after_max_s: float = Field(
+        120.0, ge=0, le=3600, description="A longer Retry-After gives up at once (RetryableError: queue retries)."
+    )
+    provider_connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    provider_read_timeout_s: float = Field(180.0, gt=0, le=3600, description="Max wait between response bytes.")
+
+    # --- cache and join ----------------------------------------------------------------------
+    provider_cache_enabled: bool = True
+    provider_cache_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "audio-worker-provider-cache")
+    provider_cache_max_mb: int = Field(2048, ge=0, le=10_000_000, description="0 = no cap; LRU eviction.")
+    join_crossfade_ms: int = Field(15, ge=0, le=1000, description="Crossfade between synthesized text parts.")
+
+    @field_validator("openai_base_url", "elevenlabs_base_url", "stable_audio_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    def secrets(self) -> list[str]:
+        """Every configured key's plain text, for redaction."""
+        keys = (self.openai_api_key, self.elevenlabs_api_key, self.stable_audio_api_key)
+        return [k.get_secret_value() for k in keys if k is not None and k.get_secret_value()]
