@@ -1,0 +1,143 @@
+"""Run one ffmpeg process: progress parsed from ``-progress``, stderr kept as a bounded tail,
+killed (with its process group) on stall, timeout or cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+
+from loguru import logger
+
+from worker.errors import PermanentError, RetryableError
+
+STDERR_TAIL_LINES = 200
+MAX_LINE_CHARS = 400
+_NOISE = re.compile(r"^(size=|video:|\s*$|Press \[q\]|\[Parsed_ebur128_\d+ @ [^\]]+\] t:|Stream mapping|  Stream #|Input #|Output #|  Duration:|  Metadata:|    [a-z_]+\s*:)")
+_ADDR = re.compile(r" @ 0x[0-9a-f]+")
+_RETRYABLE = ("No space left on device", "Cannot allocate memory", "Resource temporarily unavailable")
+
+
+class FfmpegRun:
+    """Outcome of a finished ffmpeg run: the stderr tail (oldest first)."""
+
+    def __init__(self, stderr_tail: list[str]) -> None:
+        self.stderr_tail = stderr_tail
+
+
+def summarize_stderr(lines: Iterable[str], redact: Iterable[str] = (), n: int = 3) -> str:
+    """The last ``n`` meaningful stderr lines, addresses and ``redact`` strings removed."""
+    keep = [_ADDR.sub("", x).strip() for x in lines if not _NOISE.match(x)]
+    text = " | ".join(keep[-n:]) or "no error output"
+    for r in redact:
+        if r:
+            text = text.replace(r, "<tmp>")
+    return text[:500]
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+async def _lines(stream: asyncio.StreamReader, sink: Callable[[str], None]) -> None:
+    """Feed ``sink`` each line (``\\n`` or ``\\r`` ended) of ``stream`` without unbounded buffering."""
+    buf = b""
+    while chunk := await stream.read(65536):
+        buf += chunk.replace(b"\r", b"\n")
+        *lines, buf = buf.split(b"\n")
+        buf = buf[-MAX_LINE_CHARS:]
+        for line in lines:
+            sink(line[:MAX_LINE_CHARS].decode("utf-8", "replace"))
+    if buf:
+        sink(buf.decode("utf-8", "replace"))
+
+
+async def run_ffmpeg(
+    cmd: list[str],
+    *,
+    duration_s: float,
+    on_progress: Callable[[float], None] | None = None,
+    stall_timeout_s: float = 60.0,
+    label: str = "render",
+    redact: Iterable[str] = (),
+) -> FfmpegRun:
+    """Run ``cmd`` (a full ffmpeg command line; ``-progress pipe:1 -nostats`` are inserted after
+    the executable). ``on_progress`` gets 0..100 from ``out_time_us`` / ``duration_s``.
+
+    Raises :class:`RetryableError` on stall, signal death or resource exhaustion,
+    :class:`PermanentError` on any other failure; both carry a short stderr summary.
+    """
+    full = [cmd[0], "-nostdin", "-hide_banner", "-nostats", "-progress", "pipe:1", *cmd[1:]]
+    tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    last_us = -1
+    last_advance = time.monotonic()
+    warned = False
+
+    def on_stdout(line: str) -> None:
+        nonlocal last_us, last_advance, warned
+        if not line.startswith("out_time_us="):
+            return
+        try:
+            us = int(line.split("=", 1)[1])
+        except ValueError:
+            return
+        if us > last_us:
+            last_us, last_advance = us, time.monotonic()
+            if on_progress is not None:
+                try:
+                    on_progress(max(0.0, min(100.0, us / 1e6 / duration_s * 100.0)))
+                except Exception as exc:  # a failing reporter must not break the render
+                    if not warned:
+                        logger.warning("progress callback failed: {}", exc)
+                        warned = True
+
+    proc = await asyncio.create_subprocess_exec(
+        *full,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    stalled = False
+
+    async def watchdog() -> None:
+        nonlocal stalled
+        while True:
+            await asyncio.sleep(min(1.0, stall_timeout_s / 4))
+            if time.monotonic() - last_advance > stall_timeout_s:
+                stalled = True
+                _kill_group(proc)
+                return
+
+    assert proc.stdout is not None and proc.stderr is not None
+    dog = asyncio.create_task(watchdog())
+    try:
+        await asyncio.gather(_lines(proc.stdout, on_stdout), _lines(proc.stderr, tail.append))
+        rc = await proc.wait()
+    except BaseException:
+        _kill_group(proc)
+        await asyncio.shield(proc.wait())
+        raise
+    finally:
+        dog.cancel()
+    summary = summarize_stderr(tail, redact)
+    if stalled:
+        raise RetryableError(f"ffmpeg stalled ({label}): no progress for {stall_timeout_s:g} s; {summary}")
+    if rc != 0:
+        if rc < 0 or any(s in summary for s in _RETRYABLE):
+            raise RetryableError(f"ffmpeg failed ({label}, exit {rc}): {summary}")
+        raise PermanentError(f"ffmpeg failed ({label}, exit {rc}): {summary}")
+    return FfmpegRun(list(tail))
+
+

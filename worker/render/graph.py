@@ -1,0 +1,255 @@
+"""Build the two ffmpeg commands of a render with ffmpeg-python.
+
+Pass 1 (mix): every layer is a source (lavfi generator or input file) shaped by its fades, gain
+and start offset; music is ducked under the speech bus; everything is summed on a silent bed of
+exactly the track length, faded, measured by ebur128 (true peak) and written as raw 32-bit float
+PCM to the job's temp dir, so expensive synthesis happens once.
+
+Pass 2 (master): that mix, gained (and limited when needed), measured again, split into the master
+(wav/flac) and the MP3 preview.
+
+Only numbers formatted here reach the filtergraph; no spec string ever does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+from worker.render.loudness import GainPlan
+from worker.render.probe import AudioInfo
+from worker.render.spec import (
+    BinauralLayer,
+    IsochronicLayer,
+    MusicLayer,
+    NoiseLayer,
+    RenderSpec,
+    SolfeggioLayer,
+    SpeechLayer,
+)
+
+TONE_AMPLITUDE = 0.125  # ffmpeg's sine source amplitude (1/8): the 0 dB level of tone layers
+NOISE_AMPLITUDE = 0.1
+PREVIEW_FADE_S = 1.0  # fade-out at the end of a shortened preview
+RAW_FORMAT = "f32le"
+
+
+def num(x: float) -> str:
+    """A plain decimal literal for the filtergraph (no exponent, no ``-0``)."""
+    s = f"{x:.9f}".rstrip("0").rstrip(".")
+    return "0" if s in ("-0", "") else s
+
+
+def db_to_lin(db: float) -> float:
+    return 10.0 ** (db / 20.0)
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    path: Path
+    info: AudioInfo
+
+
+def layer_length(layer: object, duration_s: float, info: AudioInfo | None) -> float:
+    """Seconds the layer sounds for, from its start, within a track of ``duration_s``."""
+    start = getattr(layer, "start_s")
+    length = duration_s - start
+    if getattr(layer, "duration_s") is not None:
+        length = min(length, getattr(layer, "duration_s"))
+    if info is not None and not (isinstance(layer, MusicLayer) and layer.loop):
+        length = min(length, info.duration_s)
+    return max(0.0, length)
+
+
+def fit_duration(spec: RenderSpec, infos: dict[str, AudioInfo], max_duration_s: float) -> float:
+    """Track length of a ``"fit"`` spec: end of the last speech layer plus the tail, capped."""
+    if spec.duration_s != "fit":
+        return float(spec.duration_s)
+    ends = [
+        x.start_s + min(infos[x.key].duration_s, x.duration_s or float("inf")) for x in spec.speech_layers()
+    ]
+    return min(max(ends) + spec.tail_s, max_duration_s)
+
+
+def _lavfi(desc: str) -> ffmpeg.nodes.FilterableStream:
+    return ffmpeg.input(desc, f="lavfi")["a"]
+
+
+def _sine(freq: float, sr: int, length: float) -> ffmpeg.nodes.FilterableStream:
+    return _lavfi(f"sine=frequency={num(freq)}:sample_rate={sr}:duration={num(length)}")
+
+
+def _stereo(left: ffmpeg.nodes.FilterableStream, right: ffmpeg.nodes.FilterableStream):
+    return ffmpeg.filter([left, right], "amerge", inputs=2)
+
+
+def ramp_phase_expr(layer: BinauralLayer) -> str:
+    """ffmpeg expression (of ``t``, seconds) for the beat phase in cycles: the integral of the
+    piecewise-linear beat schedule, so the right channel's frequency ramps without phase jumps."""
+    pts = layer.schedule or []
+    t0, b0 = pts[0].t_s, pts[0].beat_hz
+    pieces: list[tuple[float, str]] = [(t0, f"{num(b0)}*t")]  # (segment end, phase expr)
+    phase = b0 * t0
+    for a, b in zip(pts, pts[1:]):
+        span = b.t_s - a.t_s
+        k = (b.beat_hz - a.beat_hz) / (2.0 * span)
+        u = f"(t-{num(a.t_s)})"
+        pieces.append((b.t_s, f"{num(phase)}+{num(a.beat_hz)}*{u}+{num(k)}*{u}*{u}"))
+        phase += a.beat_hz * span + k * span * span
+    last = pts[-1]
+    expr = f"{num(phase)}+{num(last.beat_hz)}*(t-{num(last.t_s)})"
+    for end, piece in reversed(pieces):
+        expr = f"if(lt(t,{num(end)}),{piece},{expr})"
+    return expr
+
+
+def _source(layer: object, sr: int, length: float, index: int, inp: LayerInput | None):
+    """The layer's raw stereo (or mono, upmixed later) stream of ``length`` seconds."""
+    if isinstance(layer, (SpeechLayer, MusicLayer)):
+        assert inp is not None
+        opts: dict[str, object] = {"t": num(length)}
+        if isinstance(layer, MusicLayer) and layer.loop:
+            opts["stream_loop"] = -1
+        return ffmpeg.input(str(inp.path), **opts)["a:0"]
+    if isinstance(layer, SolfeggioLayer):
+        return _sine(layer.frequency_hz, sr, length)
+    if isinstance(layer, IsochronicLayer):
+        return _sine(layer.tone_hz, sr, length).filter("tremolo", f=num(layer.rate_hz), d=1)
+    if isinstance(layer, BinauralLayer):
+        left = _sine(layer.carrier_hz, sr, length)
+        if layer.schedule is None:
+            right = _sine(layer.carrier_hz + float(layer.beat_hz or 0.0), sr, length)
+        else:
+            expr = f"{num(TONE_AMPLITUDE)}*sin(2*PI*({num(layer.carrier_hz)}*t+{ramp_phase_expr(layer)}))"
+            right = _lavfi(f"aevalsrc=exprs='{expr}':sample_rate={sr}:duration={num(length)}")
+        return _stereo(left, right)
+    if isinstance(layer, NoiseLayer):
+        seed = layer.seed if layer.seed is not None else 1000 + 2 * index
+        chans = [
+            _lavfi(
+                f"anoisesrc=color={layer.color}:sample_rate={sr}:duration={num(length)}"
+                f":amplitude={num(NOISE_AMPLITUDE)}:seed={s}"
+            )
+            for s in (seed, seed + 1)
+        ]
+        return _stereo(*chans)
+    raise TypeError(f"unknown layer {type(layer).__name__}")
+
+
+def _shape(stream, layer: object, sr: int, length: float):
+    """Common layer chain: stereo float at the track rate, fades, gain, start offset."""
+    s = stream.filter("aformat", sample_fmts="fltp", sample_rates=sr, channel_layouts="stereo")
+    fade_in, fade_out = getattr(layer, "fade_in_s"), getattr(layer, "fade_out_s")
+    if fade_in > 0:
+        s = s.filter("afade", t="in", st=0, d=num(min(fade_in, length)))
+    if fade_out > 0:
+        d = min(fade_out, length)
+        s = s.filter("afade", t="out", st=num(length - d), d=num(d))
+    gain = getattr(layer, "gain_db")
+    if gain != 0:
+        s = s.filter("volume", volume=num(db_to_lin(gain)))
+    start = getattr(layer, "start_s")
+    if start > 0:
+        s = s.filter("adelay", delays=f"{round(start * sr)}S", all=1)
+    return s
+
+
+def mix_command(
+    spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], mix_path: Path, ffmpeg_path: str
+) -> list[str]:
+    """Pass 1: the unnormalised mix, measured (ebur128, true peak), to raw float PCM."""
+    sr = spec.sample_rate
+    total = round(duration_s * sr)
+    speech, music, other = [], [], []
+    for i, layer in enumerate(spec.layers):
+        inp = inputs.get(layer.key)
+        length = layer_length(layer, duration_s, inp.info if inp else None)
+        if length < 0.001:
+            continue
+        s = _shape(_source(layer, sr, length, i, inp), layer, sr, length)
+        if isinstance(layer, SpeechLayer):
+            speech.append(s)
+        elif isinstance(layer, MusicLayer):
+            music.append((layer, s))
+        else:
+            other.append(s)
+
+    ducked = [(x, s) for x, s in music if x.duck is not None] if speech else []
+    if ducked:
+        bus = speech[0] if len(speech) == 1 else ffmpeg.filter(
+            speech, "amix", inputs=len(speech), normalize=0, dropout_transition=0
+        )
+        taps = bus.filter_multi_output("asplit", len(ducked) + 1)
+        speech = [taps[0]]
+        duck_ids = {id(x) for x, _ in ducked}
+        for n, (layer, s) in enumerate(ducked, start=1):
+            d = layer.duck
+            assert d is not None
+            sc = taps[n].filter("apad")  # the sidechain must outlast the music
+            other.append(
+                ffmpeg.filter(
+                    [s, sc], "sidechaincompress",
+                    threshold=num(db_to_lin(d.threshold_db)), ratio=num(d.ratio),
+                    attack=num(d.attack_ms), release=num(d.release_ms), detection="rms",
+                )  # fmt: skip
+            )
+        other.extend(s for x, s in music if id(x) not in duck_ids)
+    else:
+        other.extend(s for _, s in music)
+
+    bed = _lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={num(duration_s + 0.1)}")
+    streams = [bed, *speech, *other]
+    mix = ffmpeg.filter(streams, "amix", inputs=len(streams), duration="first", normalize=0, dropout_transition=0)
+    mix = mix.filter("atrim", end_sample=total)
+    if spec.fade_in_s > 0:
+        mix = mix.filter("afade", t="in", st=0, d=num(spec.fade_in_s))
+    if spec.fade_out_s > 0:
+        mix = mix.filter("afade", t="out", st=num(duration_s - spec.fade_out_s), d=num(spec.fade_out_s))
+    mix = mix.filter("ebur128", peak="true", framelog="verbose")
+    out = ffmpeg.output(mix, str(mix_path), f=RAW_FORMAT, acodec=f"pcm_{RAW_FORMAT}", ar=sr, ac=2)
+    return out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+
+
+def master_command(
+    spec: RenderSpec,
+    duration_s: float,
+    mix_path: Path,
+    plan: GainPlan,
+    master_path: Path,
+    preview_path: Path,
+    ffmpeg_path: str,
+) -> list[str]:
+    """Pass 2: gain (+ limiter), measure, and write master and preview in one process."""
+    sr = spec.sample_rate
+    s = ffmpeg.input(str(mix_path), f=RAW_FORMAT, ar=sr, ac=2)["a"]
+    s = s.filter("volume", volume=num(db_to_lin(plan.gain_db)), precision="double")
+    if plan.limit_dbtp is not None:
+        s = s.filter(
+            "alimiter", limit=num(db_to_lin(plan.limit_dbtp)), attack=5, release=50, level=0, latency=1
+        )
+    s = s.filter("ebur128", peak="true", framelog="verbose")
+    split = s.filter_multi_output("asplit", 2)
+    master_s, preview_s = split[0], split[1]
+
+    m = spec.output.master
+    if m.format == "wav":
+        mopts: dict[str, object] = {"acodec": f"pcm_s{m.bit_depth}le", "f": "wav", "rf64": "auto"}
+    else:
+        mopts = {"acodec": "flac", "f": "flac", "sample_fmt": "s16" if m.bit_depth == 16 else "s32"}
+    master_out = ffmpeg.output(master_s, str(master_path), ar=sr, ac=2, **mopts)
+
+    p = spec.output.preview
+    if p.seconds is not None and p.seconds < duration_s:
+        preview_s = preview_s.filter("atrim", end_sample=round(p.seconds * sr))
+        fade = min(PREVIEW_FADE_S, p.seconds / 2)
+        preview_s = preview_s.filter("afade", t="out", st=num(p.seconds - fade), d=num(fade))
+    popts: dict[str, object] = {"acodec": "libmp3lame", "f": "mp3"}
+    if p.vbr_quality is not None:
+        popts["q:a"] = p.vbr_quality
+    else:
+        popts["b:a"] = f"{p.bitrate_kbps or 192}k"
+    preview_out = ffmpeg.output(preview_s, str(preview_path), ar=sr, ac=2, **popts)
+    merged = ffmpeg.merge_outputs(master_out, preview_out)
+    return merged.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
