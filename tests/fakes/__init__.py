@@ -1,0 +1,14 @@
+"""Local HTTP fakes of the paid audio APIs (OpenAI, ElevenLabs, Stability), for tests.
+
+Each fake is a ``FakeServer``: ``.start()`` / ``.stop()`` (or ``with``), ``.url``, ``.env()`` (the
+worker's environment variables pointing at it), ``.requests`` (every request received) and
+``.script(Reply(...), ...)`` to queue scripted answers (status, body, Retry-After, delay, garbage,
+truncation) consumed one per request before the fake's default behaviour resumes.
+"""
+
+from tests.fakes.elevenlabs import FakeElevenLabs
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.server import FakeServer, RecordedRequest, Reply
+from tests.fakes.stability import FakeStability
+
+__all__ = ["FakeElevenLabs", "FakeOpenAI", "FakeServer", "FakeStability", "RecordedRequest", "Reply"]

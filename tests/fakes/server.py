@@ -1,0 +1,179 @@
+"""``FakeServer``: a scriptable, recording HTTP server on 127.0.0.1 in a background thread."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    ``body``: bytes sent as is, or a dict/list sent as JSON; None on a 2xx means "the fake's
+    normal audio". ``delay``: seconds to wait before answering (slow API). ``truncate``: announce
+    the full Content-Length, send half the body and close (a cut connection).
+    """
+
+    status: int = 200
+    body: bytes | dict[str, Any] | list[Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    retry_after: float | str | None = None
+    delay: float = 0.0
+    truncate: bool = False
+
+
+@dataclass
+class RecordedRequest:
+    """What the fake received."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def form(self) -> dict[str, str]:
+        """The fields of a multipart/form-data body."""
+        ctype = self.headers.get("content-type", "")
+        msg = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + self.body)
+        if not msg.is_multipart():
+            raise ValueError(f"not multipart: {ctype!r}")
+        out = {}
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            out[str(name)] = part.get_payload(decode=True).decode("utf-8")
+        return out
+
+
+class FakeServer:
+    """Base fake. Subclasses override ``respond`` (the API's normal behaviour) and ``env``."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self._script: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> FakeServer:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                req = RecordedRequest(self.command, parts.path, parse_qs(parts.query),
+                                      {k.lower(): v for k, v in self.headers.items()}, body)
+                with fake._lock:
+                    fake.requests.append(req)
+                    scripted = fake._script.popleft() if fake._script else None
+                reply = scripted or fake.respond(req)
+                fake._send(self, req, reply)
+
+            do_POST = do_GET = do_PUT = _serve
+
+        self._stopping.clear()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name=type(self).__name__)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "start() the fake first"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- scripting ------------------------------------------------------------------------
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; each request consumes one, then normal behaviour resumes."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self._script.clear()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the worker at this fake."""
+        return {}
+
+    def respond(self, req: RecordedRequest) -> Reply:
+        """Normal behaviour of the API; overridden by subclasses."""
+        return Reply(404, {"error": "not found"})
+
+    def audio_reply(self, req: RecordedRequest) -> bytes:
+        """The audio a 2xx Reply with ``body=None`` serves; overridden by subclasses."""
+        return b""
+
+    # -- sending --------------------------------------------------------------------------
+    def _send(self, handler: BaseHTTPRequestHandler, req: RecordedRequest, reply: Reply) -> None:
+        if reply.delay and self._stopping.wait(reply.delay):
+            return
+        headers = dict(reply.headers)
+        body = reply.body
+        if body is None:
+            body = self.audio_reply(req) if reply.status < 300 else b""
+            headers.setdefault("Content-Type", reply.content_type or "audio/mpeg")
+        elif isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            headers.setdefault("Content-Type", reply.content_type or "application/json")
+        elif reply.content_type:
+            headers.setdefault("Content-Type", reply.content_type)
+        if reply.content_type:
+            headers["Content-Type"] = reply.content_type
+        if reply.retry_after is not None:
+            headers["Retry-After"] = str(reply.retry_after)
+        try:
+            handler.send_response(reply.status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(body)))
+            if reply.truncate:
+                handler.send_header("Connection", "close")
+            handler.end_headers()
+            handler.wfile.write(body[: len(body) // 2] if reply.truncate else body)
+            handler.wfile.flush()
+            if reply.truncate:
+                handler.close_connection = True
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout test)
