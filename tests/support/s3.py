@@ -2,15 +2,19 @@
 
     with S3Server() as s3:                       # or: s3 = S3Server().start(); ...; s3.stop()
         storage = Storage(s3.settings(storage_url_mode="signed"))
+        s3.disconnect()   # outage: open connections are cut, new ones refused
+        s3.reconnect()    # back on the same port, objects intact
 
-Moto keeps its state per process, so each server gets bucket names with a random suffix
-(``s3.bucket``, ``s3.preview_bucket``) and tests never see each other's objects. ``stop()`` then
-``start()`` again simulates an outage: the port stays the same and the objects survive.
+Clients reach moto through a small TCP relay on ``s3.endpoint`` so an outage is real (moto's own
+stop() leaves kept-alive connections served). Moto keeps its state per process, so each server
+gets bucket names with a random suffix (``s3.bucket``, ``s3.preview_bucket``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -32,6 +36,62 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _Relay:
+    """TCP relay 127.0.0.1:port -> 127.0.0.1:target that can be cut and restored."""
+
+    def __init__(self, port: int, target: int) -> None:
+        self.port, self.target = port, target
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.05)
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._listener is listener:
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 class S3Server:
     """Start/stop moto on a free 127.0.0.1 port, create buckets, hand out StorageSettings."""
 
@@ -40,8 +100,9 @@ class S3Server:
         self.buckets = [f"{name}-{suffix}" for name in buckets]
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._moto_port = free_port()
+        self._relay = _Relay(self.port, self._moto_port)
         self._server: ThreadedMotoServer | None = None
-        self._created = False
 
     @property
     def bucket(self) -> str:
@@ -52,19 +113,30 @@ class S3Server:
         return self.buckets[-1]
 
     def start(self) -> S3Server:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._moto_port, verbose=False)
         self._server.start()
+        self._relay.start()
         self._wait_listening()
-        if not self._created:
-            for name in self.buckets:
-                self.client().create_bucket(Bucket=name)
-            self._created = True
+        for name in self.buckets:
+            self.client().create_bucket(Bucket=name)
         return self
 
     def stop(self) -> None:
+        self._relay.stop()
         if self._server is not None:
             self._server.stop()
+            inner = getattr(self._server, "_server", None)  # moto's stop() leaves the socket bound
+            if inner is not None:
+                inner.server_close()
             self._server = None
+
+    def disconnect(self) -> None:
+        """Outage: cut open connections and refuse new ones (objects are kept)."""
+        self._relay.stop()
+
+    def reconnect(self) -> None:
+        """End the outage: accept connections again on the same endpoint."""
+        self._relay.start()
 
     def __enter__(self) -> S3Server:
         return self.start()

@@ -83,8 +83,9 @@ class Storage:
         self._s3: Any = boto3.session.Session().client(
             "s3",
             endpoint_url=settings.endpoint,
-            aws_access_key_id=settings.storage_s3_access_key_id or None,
-            aws_secret_access_key=settings.storage_s3_secret_access_key.get_secret_value() or None,
+            # always explicit (even if empty) so boto3 never picks up unrelated AWS_* credentials
+            aws_access_key_id=settings.storage_s3_access_key_id,
+            aws_secret_access_key=settings.storage_s3_secret_access_key.get_secret_value(),
             config=config,
         )
         register_hooks(self._s3)

@@ -1,0 +1,101 @@
+"""Uploads against a real S3 HTTP server (moto): bytes, content types, checksums, multipart, URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.storage.conftest import MiB
+from tests.support.s3 import S3Server
+from worker.errors import PermanentError
+from worker.storage import Storage
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def fetch(s3: S3Server, bucket: str, key: str) -> tuple[bytes, str, str]:
+    obj = s3.client().get_object(Bucket=bucket, Key=key)
+    return obj["Body"].read(), obj["ContentType"], obj["ETag"]
+
+
+def test_single_put_stores_bytes_content_type_and_checksum(s3: S3Server, storage: Storage,
+                                                          make_file: Callable[[str, int], Path]) -> None:
+    path = make_file("small.wav", 300_000)
+    key = storage.object_key("job-1", "wav", timestamp_ms=1700000000123)
+    stored = storage.upload_file(path, bucket=s3.bucket, key=key)
+
+    assert key == "generated/job-1_1700000000123.wav"
+    data, content_type, etag = fetch(s3, s3.bucket, key)
+    assert data == path.read_bytes()
+    assert content_type == "audio/wav"
+    assert "-" not in etag  # one PUT, not multipart
+    assert (stored.bucket, stored.key, stored.size) == (s3.bucket, key, 300_000)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.url == f"https://example-ref.supabase.co/storage/v1/object/public/{s3.bucket}/{key}"
+
+
+def test_multipart_above_threshold(s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]) -> None:
+    path = make_file("master.flac", 11 * MiB)
+    stored = storage.upload_file(path, bucket=s3.bucket, key=storage.object_key("job-2", "flac"))
+
+    data, content_type, etag = fetch(s3, s3.bucket, stored.key)
+    assert data == path.read_bytes()
+    assert content_type == "audio/flac"
+    assert etag.strip('"').endswith("-3")  # 5 + 5 + 1 MiB parts
+    assert stored.size == 11 * MiB and stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert not s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+
+
+def test_real_audio_files_get_their_content_types(s3: S3Server, storage: Storage, tmp_path: Path) -> None:
+    expected = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
+    for ext, content_type in expected.items():
+        path = tmp_path / f"tone.{ext}"
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "sine=frequency=440:duration=0.5", str(path)], check=True, timeout=30)
+        stored = storage.upload_file(path, bucket=s3.preview_bucket, key=storage.object_key("job-3", ext))
+        data, stored_type, _ = fetch(s3, s3.preview_bucket, stored.key)
+        assert (stored_type, stored.content_type, data) == (content_type, content_type, path.read_bytes())
+
+
+def test_explicit_content_type_wins(s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]) -> None:
+    path = make_file("render.bin", 1000)
+    stored = storage.upload_file(path, bucket=s3.bucket, key="generated/x.bin", content_type="audio/wav")
+    assert fetch(s3, s3.bucket, stored.key)[1] == "audio/wav"
+
+
+def test_signed_url_downloads_the_object(s3: S3Server, make_file: Callable[[str, int], Path]) -> None:
+    storage = Storage(s3.settings(storage_url_mode="signed", storage_signed_url_ttl_s=600))
+    path = make_file("preview.mp3", 50_000)
+    stored = storage.upload_file(path, bucket=s3.preview_bucket, key=storage.object_key("job-4", "mp3"))
+
+    assert "X-Amz-Signature=" in stored.url and "X-Amz-Expires=600" in stored.url
+    response = httpx.get(stored.url, timeout=10)
+    assert response.status_code == 200 and response.content == path.read_bytes()
+
+
+def test_object_keys_are_unique_and_prefixed(s3: S3Server) -> None:
+    storage = Storage(s3.settings(storage_path_prefix="/renders/v1/"))
+    key = storage.object_key("0b7c9f5e-1d2a-4e1b-9a7b-2f9c1e0d3a4b", "MP3")
+    assert re.fullmatch(r"renders/v1/0b7c9f5e-1d2a-4e1b-9a7b-2f9c1e0d3a4b_\d{13}\.mp3", key)
+    assert Storage(s3.settings(storage_path_prefix="")).object_key("j", "wav", timestamp_ms=5) == "j_5.wav"
+    with pytest.raises(ValueError):
+        storage.object_key("../etc", "wav")
+
+
+def test_missing_bucket_is_permanent_and_named(s3: S3Server, storage: Storage,
+                                               make_file: Callable[[str, int], Path]) -> None:
+    with pytest.raises(PermanentError, match="bucket 'no-such-bucket-x' does not exist"):
+        storage.upload_file(make_file("a.wav", 10), bucket="no-such-bucket-x", key="generated/a.wav")
+
+
+def test_check_reports_ready_and_missing_bucket(s3: S3Server) -> None:
+    assert Storage(s3.settings()).check() == []
+    problems = Storage(s3.settings(storage_preview_bucket="not-created-y")).check()
+    assert len(problems) == 1 and "'not-created-y' does not exist" in problems[0]
+    assert "credentials missing" in Storage(s3.settings(storage_s3_access_key_id="")).check()[0]
