@@ -94,7 +94,7 @@ class SpeechLayer(_LayerBase):
 
     type: Literal["speech"]
     text: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
-    provider: Token = "default"
+    provider: Token | None = None
     voice: Token | None = None
     model: Token | None = None
     speed: rng(0.5, 2.0) = 1.0
@@ -114,7 +114,7 @@ class Duck(_Model):
 
 
 class GeneratedMusic(_Model):
-    provider: Token = "default"
+    provider: Token | None = None
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     seconds: rng(1, 600, "s") = 30.0
     seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] | None = None
@@ -330,7 +330,7 @@ _LEGACY_QUALITY: dict[str, dict[str, Any]] = {
 
 def legacy_to_spec(job: LegacyJob) -> dict[str, Any]:
     """Map a legacy job to a spec_version 1 payload (one generated-music layer, no loop)."""
-    generate: dict[str, Any] = {"provider": "default", "prompt": job.prompt, "seconds": job.duration}
+    generate: dict[str, Any] = {"prompt": job.prompt, "seconds": job.duration}
     if job.mode is not None:
         generate["mode"] = job.mode
     return {

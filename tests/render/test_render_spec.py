@@ -1,0 +1,112 @@
+"""Spec validation: good specs parse, bad ones fail naming the field and the rule."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from worker.errors import PayloadError
+from worker.render import RenderSettings, parse_spec
+from worker.render.spec import MusicLayer
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "worker" / "render" / "examples"
+
+
+def spec(*layers: dict, **top: object) -> dict:
+    return {"spec_version": 1, "duration_s": 10, "layers": list(layers), **top}
+
+
+BIN = {"type": "binaural", "carrier_hz": 200, "beat_hz": 10}
+
+
+def fails(payload: object, message: str, settings: RenderSettings | None = None) -> None:
+    with pytest.raises(PayloadError) as exc:
+        parse_spec(payload, settings)
+    assert str(exc.value) == message
+
+
+def test_good_spec_parses_with_defaults_and_layer_keys() -> None:
+    s = parse_spec(spec(BIN, {"type": "speech", "text": "hello"}, {"type": "music", "object": "b/m.mp3"}))
+    assert [x.key for x in s.layers] == ["layers[0]", "layers[1]", "layers[2]"]
+    assert [x.key for x in s.input_layers()] == ["layers[1]", "layers[2]"]
+    assert s.sample_rate == 44100 and s.loudness.target_lufs == -16 and s.loudness.true_peak_dbtp == -1.5
+    assert json.loads(s.model_dump_json())["layers"][0]["carrier_hz"] == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (spec({**BIN, "carrier_hz": 10}), "invalid payload: layers[0].carrier_hz: must be between 20 and 20000 Hz"),
+        (spec({**BIN, "beat_hz": 41}), "invalid payload: layers[0].beat_hz: must be between 0.5 and 40 Hz"),
+        (spec(BIN, {**BIN, "beat_hz": math.nan}), "invalid payload: layers[1].beat_hz: must be a finite number"),
+        (spec({**BIN, "gain_db": 40}), "invalid payload: layers[0].gain_db: must be between -60 and 20 dB"),
+        (spec({"type": "theremin"}), "invalid payload: layers[0].type: unknown layer type "
+         "(expected one of: speech, music, binaural, isochronic, solfeggio, noise)"),
+        (spec({"carrier_hz": 200}), "invalid payload: layers[0].type: required "
+         "(one of: speech, music, binaural, isochronic, solfeggio, noise)"),
+        (spec({"type": "binaural", "carrier_hz": 200}),
+         "invalid payload: layers[0].beat_hz: give exactly one of beat_hz or schedule"),
+        (spec({"type": "binaural", "carrier_hz": 200, "schedule": [{"t_s": 5, "beat_hz": 10}, {"t_s": 5, "beat_hz": 4}]}),
+         "invalid payload: layers[0].schedule: times must be strictly increasing"),
+        (spec({"type": "noise", "color": "purple"}),
+         "invalid payload: layers[0].color: must be one of 'white', 'pink', 'brown', 'blue', 'violet' or 'velvet'"),
+        (spec({"type": "noise", "volume": 3}), "invalid payload: layers[0].volume: unknown field"),
+        (spec({"type": "speech", "text": "hi", "voice": "en'; rm -rf /"}),
+         "invalid payload: layers[0].voice: must be a short name of letters, digits and _ . : @ + - (or a safe path)"),
+        (spec({"type": "music", "object": "a.mp3", "url": "https://example.com/a.mp3"}),
+         "invalid payload: layers[0].source: give exactly one of object, url, generate"),
+        (spec(BIN, duration_s=7200), "invalid payload: duration_s: must be at most 3600 s"),
+        (spec(BIN, duration_s="fit"), 'invalid payload: duration_s: "fit" needs at least one speech layer'),
+        (spec({**BIN, "start_s": 10}), "invalid payload: layers[0].start_s: must be before the end of the track (10 s)"),
+        (spec(BIN, sample_rate=22050), "invalid payload: sample_rate: must be one of 44100 or 48000"),
+        (spec(BIN, spec_version=2), "invalid payload: spec_version: unsupported version (supported: 1)"),
+        ({"layers": []}, "invalid payload: spec_version: required (supported: 1)"),
+        (spec(), "invalid payload: layers: list should have at least 1 item after validation, not 0"),
+        ({"prompt": "calm piano", "duration": 90}, "invalid payload: duration: must be between 1 and 60 s"),
+        ({"prompt": "calm piano", "duration": 20, "quality": "ultra"},
+         "invalid payload: quality: must be one of 'low', 'medium' or 'high'"),
+        ([1, 2], "invalid payload: payload: must be a JSON object"),
+    ],
+)
+def test_bad_specs_fail_naming_field_and_rule(payload: object, message: str) -> None:
+    fails(payload, message, RenderSettings(max_duration_s=3600))
+
+
+def test_max_duration_comes_from_settings() -> None:
+    fails(spec(BIN, duration_s=120), "invalid payload: duration_s: must be at most 60 s", RenderSettings(max_duration_s=60))
+    assert parse_spec(spec(BIN, duration_s=60), RenderSettings(max_duration_s=60)).duration_s == 60
+
+
+def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RENDER_MAX_DURATION_S", "90")
+    monkeypatch.setenv("FFMPEG_STALL_TIMEOUT_S", "5")
+    s = RenderSettings()
+    assert (s.max_duration_s, s.stall_timeout_s) == (90, 5)
+    monkeypatch.setenv("RENDER_MAX_DURATION_S", "0")
+    with pytest.raises(ValueError):
+        RenderSettings()
+
+
+def test_legacy_job_maps_to_one_generated_music_layer() -> None:
+    s = parse_spec({"prompt": "calm piano", "duration": 20, "quality": "high", "mode": "instrumental"})
+    assert s.duration_s == 20 and len(s.layers) == 1
+    layer = s.layers[0]
+    assert isinstance(layer, MusicLayer) and layer.generate is not None
+    assert (layer.generate.prompt, layer.generate.seconds, layer.generate.mode) == ("calm piano", 20, "instrumental")
+    assert s.output.preview.bitrate_kbps == 320 and s.output.master.bit_depth == 24
+    assert [x.key for x in s.input_layers()] == ["layers[0]"]
+
+
+def test_schedule_beat_is_interpolated_linearly() -> None:
+    s = parse_spec(spec({"type": "binaural", "carrier_hz": 200,
+                         "schedule": [{"t_s": 2, "beat_hz": 10}, {"t_s": 6, "beat_hz": 6}]}))  # fmt: skip
+    layer = s.layers[0]
+    assert [layer.beat_at(t) for t in (0, 2, 4, 6, 9)] == [10, 10, 8, 6, 6]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda p: p.name)
+def test_example_specs_are_valid(path: Path) -> None:
+    parse_spec(json.loads(path.read_text()))
