@@ -15,7 +15,26 @@ from worker.providers.audio import run
 NAME = "espeak"
 MAX_CHARS = 20_000  # espeak has no limit; smaller parts keep each subprocess short
 BASE_WPM = 175
-_VOICE = re.compile(r"^[A-Za-z0-9_+\-]{1,64}$")
+_VOICE = re.compile(r"^[A-Za-z0-9_+\-/]{1,64}$")
+
+
+_known_voices: dict[str, frozenset[str]] = {}
+
+
+async def known_voices(binary: str = "espeak-ng") -> frozenset[str]:
+    """Lower-cased language codes, voice names and file names espeak-ng lists (cached per binary)."""
+    if binary not in _known_voices:
+        try:
+            rc, out, _ = await run(binary, "--voices", timeout=30)
+        except FileNotFoundError:
+            raise PermanentError(f"espeak: {binary} is not installed") from None
+        names: set[str] = set()
+        for line in out.decode(errors="replace").splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 5:
+                names.update({cols[1].lower(), cols[3].lower(), cols[4].lower(), cols[4].rsplit("/", 1)[-1].lower()})
+        _known_voices[binary] = frozenset(names)
+    return _known_voices[binary]
 
 
 def words_per_minute(speed: float) -> int:
@@ -27,8 +46,10 @@ def words_per_minute(speed: float) -> int:
 async def synthesize(text: str, *, voice: str, speed: float, dest: Path, binary: str = "espeak-ng") -> None:
     """Write a WAV of ``text`` spoken by espeak-ng ``voice`` to ``dest``."""
     if not _VOICE.match(voice):
-        raise PayloadError("voice", "espeak voice names are letters, digits, '-', '_' or '+'")
+        raise PayloadError("voice", "espeak voice names are letters, digits, '-', '_', '/' or '+'")
     wpm = words_per_minute(speed)
+    if voice.split("+", 1)[0].lower() not in await known_voices(binary):
+        raise PayloadError("voice", f"espeak-ng has no voice {voice!r} (see espeak-ng --voices)")
     text_file = dest.with_suffix(".txt")
     text_file.write_text(text, encoding="utf-8")
     try:
