@@ -40,6 +40,7 @@ T = TypeVar("T")
 
 PROGRESS_INTERVAL_S = 1.0  # progress is sent at most this often (heartbeats are rarer)
 ABANDON_WAIT_S = 5.0  # how long a cancelled handler gets to clean up its children
+STARTUP_WAIT_S = 10.0  # how long start-up waits for the database before giving up (Heroku restarts us)
 
 
 def new_worker_id(prefix: str | None = None) -> str:
@@ -95,8 +96,8 @@ class ClaimLoop:
         self.log.info("starting: {} slots, lease {}s, {}", self.settings.max_concurrent_jobs,
                       self.settings.lease_seconds, self.plan.note)
         try:
-            await self.pool.open(wait=True, timeout=30)
-            version = await self.db(queue.schema_version, until=time.monotonic() + 30)
+            await self.pool.open(wait=True, timeout=STARTUP_WAIT_S)
+            version = await self.db(queue.schema_version, until=time.monotonic() + STARTUP_WAIT_S)
         except psycopg.Error as exc:
             await self.pool.close()
             raise StartupError(f"cannot use the database at {safe_dsn(self.plan.url)}: "
@@ -117,10 +118,10 @@ class ClaimLoop:
 
     async def run(self) -> int:
         """Claim and process jobs until asked to stop. Returns the process exit code."""
-        await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        await self.start()
         helpers = [asyncio.create_task(self._listen(), name="listen"),
                    asyncio.create_task(self._rescue(), name="rescue")]
         try:

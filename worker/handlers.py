@@ -67,10 +67,11 @@ async def noop(job: Job, ctx: JobContext) -> dict[str, Any]:
 
 
 async def sleep(job: Job, ctx: JobContext) -> dict[str, Any]:
-    """A scriptable job for tests: payload ``{"sleep_ms": 200, "fail": "permanent|retryable|crash|kill",
-    "child": true}``. Unknown keys are ignored; a bad ``sleep_ms`` fails the job naming the field."""
+    """A scriptable job for tests: payload ``{"sleep_ms": 200, "first_attempt_ms": 30000,
+    "fail": "permanent|retryable|crash|kill", "child": true}``. Unknown keys are ignored; a bad
+    ``sleep_ms`` fails the job naming the field."""
     p = job.payload
-    ms = p.get("sleep_ms", 0)
+    ms = p.get("first_attempt_ms", p.get("sleep_ms", 0)) if job.attempts == 1 else p.get("sleep_ms", 0)
     if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms <= 3_600_000:
         raise PayloadError("sleep_ms", "must be a number of milliseconds between 0 and 3600000")
     fail = p.get("fail")

@@ -20,6 +20,12 @@ STDERR_TAIL_LINES = 200
 MAX_LINE_CHARS = 400
 _NOISE = re.compile(r"^(size=|video:|\s*$|Press \[q\]|\[Parsed_ebur128_\d+ @ [^\]]+\] t:|Stream mapping|  Stream #|Input #|Output #|  Duration:|  Metadata:|    [a-z_]+\s*:)")
 _ADDR = re.compile(r" @ 0x[0-9a-f]+")
+# Generic trailers ffmpeg prints after the real cause.
+_TRAILER = re.compile(
+    r"^(Conversion failed!|Error reinitializing filters!|Failed to inject frame into filter network|"
+    r"Error while (processing|filtering|decoding)|Error initializing complex filters|Exiting normally|"
+    r"Error opening output files|Error while opening encoder)"
+)
 _RETRYABLE = ("No space left on device", "Cannot allocate memory", "Resource temporarily unavailable")
 
 
@@ -33,7 +39,8 @@ class FfmpegRun:
 def summarize_stderr(lines: Iterable[str], redact: Iterable[str] = (), n: int = 3) -> str:
     """The last ``n`` meaningful stderr lines, addresses and ``redact`` strings removed."""
     keep = [_ADDR.sub("", x).strip() for x in lines if not _NOISE.match(x)]
-    text = " | ".join(keep[-n:]) or "no error output"
+    causes = [x for x in keep if not _TRAILER.match(x)]
+    text = " | ".join((causes or keep)[-n:]) or "no error output"
     for r in redact:
         if r:
             text = text.replace(r, "<tmp>")

@@ -1,0 +1,25 @@
+"""Handlers the worker subprocesses load in tests (JOB_HANDLER=tests.handlers:record)."""
+
+from __future__ import annotations
+
+import os
+
+from worker.db.queue import Job
+from worker.errors import PermanentError
+from worker.handlers import JobContext, sleep
+
+
+def _log(event: str, job: Job) -> None:
+    path = os.path.join(os.environ["EXEC_LOG_DIR"], f"{os.getpid()}.log")
+    with open(path, "a") as f:  # one short O_APPEND write per line: safe across processes
+        f.write(f"{event} {job.id} {job.attempts}\n")
+
+
+async def record(job: Job, ctx: JobContext) -> dict:
+    """Run ``worker.handlers.sleep`` and log ``start``/``done`` lines to $EXEC_LOG_DIR/<pid>.log."""
+    _log("start", job)
+    if job.payload.get("fail") == "leak":
+        raise PermanentError(f"could not connect with {os.environ['DATABASE_URL']}")
+    result = await sleep(job, ctx)
+    _log("done", job)
+    return result

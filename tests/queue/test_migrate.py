@@ -1,0 +1,103 @@
+"""``python -m worker migrate``: order, records, immutability, concurrency, hand-applied files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from worker.db.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def empty_db(pg):
+    url = pg.create("aw_mig")
+    yield url
+    pg.drop(url)
+
+
+def run_cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", **env_extra}
+    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_migrate_applies_once_and_records_checksums(empty_db):
+    first = run_cli("migrate", env_extra={"DATABASE_URL": empty_db})
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_queue_core.sql" in first.stdout
+    again = run_cli("migrate", env_extra={"DATABASE_URL": empty_db})
+    assert again.returncode == 0 and "schema up to date" in again.stdout and "applied" not in again.stdout
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute("select version, checksum from audio_queue.schema_migrations order by 1").fetchall()
+    assert [(v, c) for v, c in rows] == [(m.version, m.checksum) for m in discover()]
+
+
+def test_a_changed_landed_migration_stops_the_run(empty_db, tmp_path):
+    mdir = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, mdir)
+    migrate(empty_db, mdir, log=lambda _m: None)
+    target = sorted(mdir.glob("*.sql"))[0]
+    target.write_text(target.read_text() + "\n-- an innocent-looking edit\n")
+    (mdir / f"{len(list(mdir.glob('*.sql'))) + 1:04d}_later.sql").write_text("create table audio_queue.later (x int);")
+    with pytest.raises(MigrationError, match=f"{target.name} changed after it was applied"):
+        migrate(empty_db, mdir, log=lambda _m: None)
+    with psycopg.connect(empty_db) as conn:  # nothing after the refusal was applied
+        assert conn.execute("select to_regclass('audio_queue.later')").fetchone()[0] is None
+
+
+def test_many_dynos_migrating_at_once_apply_each_file_once(empty_db):
+    errors: list[BaseException] = []
+    applied: list[list[str]] = []
+
+    def go():
+        try:
+            applied.append(migrate(empty_db, log=lambda _m: None))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert sorted(len(a) for a in applied) == [0] * 5 + [len(discover())]
+
+
+def test_files_apply_with_plain_psql_and_the_runner_adopts_them(empty_db):
+    psql = shutil.which("psql")
+    if not psql:
+        pytest.skip("psql is not installed")
+    for m in discover():
+        out = subprocess.run([psql, empty_db, "-v", "ON_ERROR_STOP=1", "-1", "-q", "-f", str(m.path)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    assert migrate(empty_db, log=lambda _m: None) == []
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("select count(*) from audio_queue.schema_migrations where checksum is null").fetchone()[0] == 0
+
+
+def test_worker_refuses_to_start_on_an_unmigrated_database(empty_db):
+    out = run_cli("run", env_extra={"DATABASE_URL": empty_db})
+    assert out.returncode == 1
+    assert "no audio_queue schema yet: run `python -m worker migrate`" in out.stderr
+
+
+def test_worker_refuses_to_start_on_an_older_schema(empty_db, tmp_path):
+    mdir = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, mdir)
+    migrate(empty_db, mdir, log=lambda _m: None)
+    with psycopg.connect(empty_db, autocommit=True) as conn:  # pretend the newest migration is missing
+        conn.execute("delete from audio_queue.schema_migrations where version = (select max(version) from audio_queue.schema_migrations)")
+    out = run_cli("run", env_extra={"DATABASE_URL": empty_db})
+    assert out.returncode == 1
+    need = discover()[-1].version
+    assert f"schema is at version {need - 1} but this worker needs {need}" in out.stderr
