@@ -27,12 +27,14 @@ def error_xml(code: str, message: str) -> bytes:
 
 class FakeSupabaseS3:
     def __init__(self, *, buckets: tuple[str, ...] = ("audio-files",), access_key_id: str = "test-access-key-id",
-                 max_put_bytes: int = 50 * 1024 * 1024, html_413: bool = False) -> None:
+                 max_put_bytes: int = 50 * 1024 * 1024, html_413: bool = False,
+                 max_object_bytes: int | None = None) -> None:
         self.objects: dict[tuple[str, str], tuple[bytes, str]] = {}
         self.buckets = set(buckets)
         self.access_key_id = access_key_id
         self.max_put_bytes = max_put_bytes
         self.html_413 = html_413
+        self.max_object_bytes = max_object_bytes  # the plan's file size limit, multipart included
         self.uploads: dict[str, dict[int, bytes]] = {}
         self.upload_types: dict[str, str] = {}
         self.requests: list[tuple[str, str, str, str | None]] = []
@@ -122,6 +124,9 @@ class FakeSupabaseS3:
                     return self.reply(404, error_xml("NoSuchUpload", "Upload not found"))
                 if self.command == "PUT" and upload_id:
                     fake.uploads[upload_id][int(query["partNumber"][0])] = body
+                    total = sum(len(b) for b in fake.uploads[upload_id].values())
+                    if fake.max_object_bytes is not None and total > fake.max_object_bytes:
+                        return self.reply(413, error_xml("EntityTooLarge", "The object exceeded the maximum allowed size"))
                     return self.reply(200, headers={"ETag": f'"{uuid.uuid4().hex}"'})
                 if self.command == "POST" and upload_id:
                     numbers = [int(n) for n in re.findall(rb"<PartNumber>(\d+)</PartNumber>", body if xml else b"")]

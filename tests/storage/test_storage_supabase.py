@@ -140,3 +140,14 @@ def test_secret_absent_from_every_storage_error(fake: FakeSupabaseS3, make_file:
 def test_check_reports_missing_bucket(fake: FakeSupabaseS3) -> None:
     problems = Storage(settings_for(fake, storage_preview_bucket="previews")).check()
     assert problems == [p for p in problems if "'previews' does not exist" in p] and len(problems) == 1
+
+
+def test_master_over_the_plan_limit_fails_multipart_with_hint_and_leaves_nothing(
+        make_file: Callable[[str, int], Path]) -> None:
+    with FakeSupabaseS3(max_put_bytes=6 * MiB, max_object_bytes=8 * MiB) as fake:
+        storage = Storage(settings_for(fake, storage_multipart_concurrency=1))
+        with pytest.raises(PermanentError, match="flac or 16-bit") as caught:
+            storage.upload_file(make_file("m.wav", 11 * MiB), bucket="audio-files", key="generated/m.wav")
+        assert "11.5 MB" in str(caught.value)
+        assert not fake.objects and not fake.uploads  # refused part, then the upload was aborted
+        assert fake.requests[-1][0] == "DELETE"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError, ParamValidationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from worker.errors import JobError, PermanentError, RetryableError
 
-_NAMESPACED_ROOT = re.compile(rb"<Error\s+xmlns(?::\w+)?=\"[^\"]*\"\s*>")
+_NAMESPACED_ROOT = re.compile(rb"<Error\s[^>]*>")
 XML_BODY_OPERATIONS = ("DeleteObjects", "CompleteMultipartUpload")
 RETRYABLE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
 DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidSignature"}
@@ -69,6 +69,8 @@ def classify(exc: BaseException, *, action: str, bucket: str, size: int | None =
         return exc
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return RetryableError(f"storage unreachable while trying to {action}: {type(exc).__name__}")
+    if isinstance(exc, (ParamValidationError, NoCredentialsError)):
+        return PermanentError(f"storage request invalid while trying to {action}: {type(exc).__name__}")
     if not isinstance(exc, ClientError):
         return RetryableError(f"storage failed while trying to {action}: {type(exc).__name__}")
     code, status = error_code(exc)
