@@ -65,6 +65,10 @@ def make_settings(tmp_path: Path) -> Callable[..., ProviderSettings]:
             "provider_read_timeout_s": 3,
             "provider_connect_timeout_s": 2,
             "provider_cache_dir": tmp_path / "cache",
+            # the limiters are process-wide: keep them out of the way of unrelated tests
+            "openai_rate_limit": 10_000, "openai_rate_window_s": 1,
+            "elevenlabs_rate_limit": 10_000, "elevenlabs_rate_window_s": 1,
+            "stable_audio_rate_limit": 10_000, "stable_audio_rate_window_s": 1,
         }
         for fake in fakes:
             values.update({k.lower(): v for k, v in fake.env().items()})

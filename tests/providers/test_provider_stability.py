@@ -115,3 +115,13 @@ def test_duration_above_190_is_payload_error(fake_stability, make_settings, out_
 def test_explicit_stability_without_key(make_settings, out_dir):
     with pytest.raises(PermanentError, match="STABLE_AUDIO_API_KEY is not set"):
         compose(make_settings(), out_dir)
+
+
+def test_client_side_rate_limit_spaces_requests(fake_stability, make_settings, out_dir):
+    import time
+
+    settings = make_settings(fake_stability, stable_audio_rate_limit=2, stable_audio_rate_window_s=0.5)
+    started = time.monotonic()
+    for seed in (1, 2, 3):
+        compose(settings, out_dir, seed=seed)
+    assert time.monotonic() - started >= 0.5 and len(fake_stability.requests) == 3
