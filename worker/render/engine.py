@@ -14,22 +14,27 @@ from pydantic import BaseModel
 
 from worker.errors import PayloadError, PermanentError, RetryableError
 from worker.render.ffmpeg_process import run_ffmpeg
-from worker.render.graph import LayerInput, fit_duration, master_command, mix_command
+from worker.render.graph import LayerInput, fit_duration, master_command, measure_command, mix_command
 from worker.render.loudness import (
     SILENCE_LUFS,
     GainPlan,
     Loudness,
     parse_ebur128,
     plan_gain,
+    secant_gain,
     within_target,
 )
 from worker.render.probe import probe_audio
 from worker.render.settings import RenderSettings
 from worker.render.spec import RenderSpec
 
-MIX_SHARE = 0.55  # share of the progress bar given to pass 1
-TOLERANCE_LU = 0.8  # re-run pass 2 (at most MAX_MASTER_PASSES) when further off than this
-MAX_MASTER_PASSES = 3
+MIX_SHARE = 0.5  # share of the progress bar given to pass 1
+CALIBRATION_SHARE = 0.1  # ... to the calibration passes (only when a limiter is needed)
+CALIBRATION_LU = 0.35  # calibrate the limited gain until this close to the target
+MAX_CALIBRATIONS = 4
+CALIBRATE_OVER_DB = 1.5  # calibrate only when the limiter must take off more than this
+TOLERANCE_LU = 0.8  # re-run the master pass (at most MAX_MASTER_PASSES) when further off than this
+MAX_MASTER_PASSES = 2
 
 
 class RenderResult(BaseModel):
@@ -51,7 +56,7 @@ class RenderResult(BaseModel):
     ceiling_dbtp: float
     input_lufs: float
     """Loudness of the unnormalised mix."""
-    input_true_peak_dbtp: float
+    input_sample_peak_db: float
     gain_db: float
     limiter: bool
     passes: int
@@ -126,20 +131,41 @@ async def _render(
         plan = plan_gain(measured_in, target, ceiling)
         ext = spec.output.master.format
         master_tmp, preview_tmp = tmp / f"master.{ext}", tmp / "preview.mp3"
+        passes = 1
+
+        async def ffmpeg_pass(cmd: list[str], label: str, lo: float, hi: float) -> Loudness:
+            nonlocal passes
+            passes += 1
+            run = await run_ffmpeg(
+                cmd, duration_s=duration, stall_timeout_s=settings.stall_timeout_s, label=label,
+                redact=redact, on_progress=lambda p: report(lo + p / 100 * (hi - lo)),
+            )  # fmt: skip
+            return parse_ebur128(run.stderr_tail)
+
+        # A limiter lowers loudness by an amount only a measurement tells: calibrate the gain on
+        # cheap passes (no encoding) before the master pass.
+        lo = MIX_SHARE * 100
+        peak_in = measured_in.peak_db if measured_in.peak_db is not None else 0.0
+        if plan.limit_dbtp is not None and peak_in + plan.gain_db - plan.limit_dbtp > CALIBRATE_OVER_DB:
+            step = CALIBRATION_SHARE * 100 / MAX_CALIBRATIONS
+            history: list[tuple[float, float]] = []
+            for _ in range(MAX_CALIBRATIONS):
+                trial = await ffmpeg_pass(measure_command(spec, mix_path, plan, settings.ffmpeg_path),
+                                          "calibrate", lo, lo + step)  # fmt: skip
+                lo += step
+                history.append((plan.gain_db, trial.integrated_lufs))
+                logger.debug("calibration: gain {:.2f} dB -> {} LUFS", plan.gain_db, trial.integrated_lufs)
+                if within_target(trial, target, ceiling, CALIBRATION_LU):
+                    break
+                plan = GainPlan(secant_gain(history, target), plan.limit_dbtp)
+        lo = (MIX_SHARE + CALIBRATION_SHARE) * 100
         measured: Loudness | None = None
-        passes = 0
-        for passes in range(1, MAX_MASTER_PASSES + 1):
+        for attempt in range(MAX_MASTER_PASSES):
             if measured is not None:
                 plan = plan.adjusted(measured, target, ceiling)
                 logger.info("loudness off ({}), re-rendering master with {}", measured, plan)
             cmd = master_command(spec, duration, mix_path, plan, master_tmp, preview_tmp, settings.ffmpeg_path)
-            base = MIX_SHARE * 100 if passes == 1 else best
-            share = (100 - base) / 100 if passes == 1 else 0.0
-            run = await run_ffmpeg(
-                cmd, duration_s=duration, stall_timeout_s=settings.stall_timeout_s, label="master",
-                redact=redact, on_progress=lambda p, b=base, s=share: report(b + p * s),
-            )  # fmt: skip
-            measured = parse_ebur128(run.stderr_tail)
+            measured = await ffmpeg_pass(cmd, "master", lo if attempt == 0 else best, 100.0)
             if within_target(measured, target, ceiling, TOLERANCE_LU):
                 break
         assert measured is not None
@@ -163,10 +189,10 @@ async def _render(
             target_lufs=target,
             ceiling_dbtp=ceiling,
             input_lufs=measured_in.integrated_lufs,
-            input_true_peak_dbtp=measured_in.true_peak_dbtp,
+            input_sample_peak_db=measured_in.peak_db if measured_in.peak_db is not None else 0.0,
             gain_db=round(plan.gain_db, 2),
             limiter=plan.limit_dbtp is not None,
-            passes=1 + passes,
+            passes=passes,
             render_seconds=round(time.monotonic() - started, 3),
         )
     finally:

@@ -109,6 +109,7 @@ async def run_ffmpeg(
                         logger.warning("progress callback failed: {}", exc)
                         warned = True
 
+    t0 = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *full,
         stdin=asyncio.subprocess.DEVNULL,
@@ -138,6 +139,7 @@ async def run_ffmpeg(
         raise
     finally:
         dog.cancel()
+    logger.debug("ffmpeg {} pass: exit {} after {:.2f} s", label, rc, time.monotonic() - t0)
     summary = summarize_stderr(tail, redact)
     if stalled:
         raise RetryableError(f"ffmpeg stalled ({label}): no progress for {stall_timeout_s:g} s; {summary}")

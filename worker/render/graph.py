@@ -159,7 +159,7 @@ def _shape(stream, layer: object, sr: int, length: float):
 def mix_command(
     spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], mix_path: Path, ffmpeg_path: str
 ) -> list[str]:
-    """Pass 1: the unnormalised mix, measured (ebur128, true peak), to raw float PCM."""
+    """Pass 1: the unnormalised mix, measured (ebur128 loudness, sample peak), to raw float PCM."""
     sr = spec.sample_rate
     total = round(duration_s * sr)
     speech, music, other = [], [], []
@@ -207,9 +207,26 @@ def mix_command(
         mix = mix.filter("afade", t="in", st=0, d=num(spec.fade_in_s))
     if spec.fade_out_s > 0:
         mix = mix.filter("afade", t="out", st=num(duration_s - spec.fade_out_s), d=num(spec.fade_out_s))
-    mix = mix.filter("ebur128", peak="true", framelog="verbose")
+    mix = mix.filter("ebur128", peak="sample", framelog="verbose")  # true peak is metered on the master
     out = ffmpeg.output(mix, str(mix_path), f=RAW_FORMAT, acodec=f"pcm_{RAW_FORMAT}", ar=sr, ac=2)
     return out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+
+
+def _gained(spec: RenderSpec, mix_path: Path, plan: GainPlan, peak: str = "true"):
+    s = ffmpeg.input(str(mix_path), f=RAW_FORMAT, ar=spec.sample_rate, ac=2)["a"]
+    s = s.filter("volume", volume=num(db_to_lin(plan.gain_db)), precision="double")
+    if plan.limit_dbtp is not None:
+        s = s.filter(
+            "alimiter", limit=num(db_to_lin(plan.limit_dbtp)), attack=5, release=50, level=0, latency=1
+        )
+    return s.filter("ebur128", peak=peak, framelog="verbose")
+
+
+def measure_command(spec: RenderSpec, mix_path: Path, plan: GainPlan, ffmpeg_path: str) -> list[str]:
+    """Calibration pass: loudness of the gained (and limited) mix, nothing written. The costly
+    true-peak meter is left to the master pass."""
+    out = ffmpeg.output(_gained(spec, mix_path, plan, peak="none"), "-", f="null")
+    return out.global_args("-loglevel", "info").compile(cmd=ffmpeg_path)
 
 
 def master_command(
@@ -223,14 +240,7 @@ def master_command(
 ) -> list[str]:
     """Pass 2: gain (+ limiter), measure, and write master and preview in one process."""
     sr = spec.sample_rate
-    s = ffmpeg.input(str(mix_path), f=RAW_FORMAT, ar=sr, ac=2)["a"]
-    s = s.filter("volume", volume=num(db_to_lin(plan.gain_db)), precision="double")
-    if plan.limit_dbtp is not None:
-        s = s.filter(
-            "alimiter", limit=num(db_to_lin(plan.limit_dbtp)), attack=5, release=50, level=0, latency=1
-        )
-    s = s.filter("ebur128", peak="true", framelog="verbose")
-    split = s.filter_multi_output("asplit", 2)
+    split = _gained(spec, mix_path, plan).filter_multi_output("asplit", 2)
     master_s, preview_s = split[0], split[1]
 
     m = spec.output.master

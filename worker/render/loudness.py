@@ -9,19 +9,28 @@ from dataclasses import dataclass
 from worker.errors import PermanentError
 
 SILENCE_LUFS = -69.0
-LIMITER_MARGIN_DB = 0.5  # sample-peak limiter set this far under the true-peak ceiling
+LIMITER_MARGIN_DB = 0.8  # sample-peak limiter set this far under the true-peak ceiling
 MAX_GAIN_DB = 60.0
+
+
+TP_HEADROOM_DB = 0.5  # no limiter only if the sample peak lands this far under the ceiling
 
 
 @dataclass(frozen=True)
 class Loudness:
     integrated_lufs: float
-    true_peak_dbtp: float
+    peak_db: float | None
+    """True peak (dBTP) or sample peak (dBFS), whichever the ebur128 filter was asked for."""
     lra: float | None
+
+    @property
+    def true_peak_dbtp(self) -> float:
+        assert self.peak_db is not None
+        return self.peak_db
 
 
 def parse_ebur128(lines: Iterable[str]) -> Loudness:
-    """Read the last ``Summary:`` block of an ebur128 filter (run with ``peak=true``)."""
+    """Read the last ``Summary:`` block of an ebur128 filter."""
     text = "\n".join(lines)
     start = text.rfind("Summary:")
     if start < 0:
@@ -35,7 +44,7 @@ def parse_ebur128(lines: Iterable[str]) -> Loudness:
         return float("-inf") if m.group(1).endswith("inf") else float(m.group(1))
 
     i, lra, peak = grab("I"), grab("LRA"), grab("Peak")
-    if i is None or peak is None:
+    if i is None:
         raise PermanentError("loudness measurement incomplete in ffmpeg output")
     return Loudness(i, peak, lra)
 
@@ -49,19 +58,32 @@ class GainPlan:
         """A corrected plan after a render measured ``measured`` under this plan."""
         gain = self.gain_db + (target_lufs - measured.integrated_lufs)
         limit = self.limit_dbtp
-        if measured.true_peak_dbtp > ceiling_dbtp:
+        if measured.peak_db is not None and measured.peak_db > ceiling_dbtp:
             base = limit if limit is not None else ceiling_dbtp - LIMITER_MARGIN_DB
             limit = base - (measured.true_peak_dbtp - ceiling_dbtp) - 0.3
         return GainPlan(min(gain, MAX_GAIN_DB), limit)
 
 
 def plan_gain(measured: Loudness, target_lufs: float, ceiling_dbtp: float) -> GainPlan:
-    """Linear gain to the target; a limiter only if the gained true peak would pass the ceiling."""
+    """Linear gain to the target; a limiter unless the gained sample peak stays well under the ceiling."""
     gain = min(target_lufs - measured.integrated_lufs, MAX_GAIN_DB)
-    if measured.true_peak_dbtp + gain > ceiling_dbtp - 0.05:
+    if measured.peak_db is None or measured.peak_db + gain > ceiling_dbtp - TP_HEADROOM_DB:
         return GainPlan(gain, ceiling_dbtp - LIMITER_MARGIN_DB)
     return GainPlan(gain, None)
 
 
 def within_target(measured: Loudness, target_lufs: float, ceiling_dbtp: float, tol_lu: float) -> bool:
-    return abs(measured.integrated_lufs - target_lufs) <= tol_lu and measured.true_peak_dbtp <= ceiling_dbtp
+    """Loudness within ``tol_lu`` of the target and (when measured) the peak under the ceiling."""
+    peak_ok = measured.peak_db is None or measured.peak_db <= ceiling_dbtp
+    return abs(measured.integrated_lufs - target_lufs) <= tol_lu and peak_ok
+
+
+def secant_gain(history: list[tuple[float, float]], target_lufs: float) -> float:
+    """Next gain from (gain, measured LUFS) trials; a limiter makes loudness grow slower than gain."""
+    g1, l1 = history[-1]
+    if len(history) == 1:
+        return g1 + (target_lufs - l1)
+    g0, l0 = history[-2]
+    slope = (l1 - l0) / (g1 - g0) if g1 != g0 else 1.0
+    slope = min(max(slope, 0.1), 1.0)
+    return min(g1 + (target_lufs - l1) / slope, MAX_GAIN_DB)
