@@ -147,3 +147,16 @@ def test_speed_out_of_range_is_payload_error(fake_openai, make_settings, out_dir
 def test_missing_key_for_explicit_provider(make_settings, out_dir):
     with pytest.raises(PermanentError, match="OPENAI_API_KEY is not set"):
         speak(make_settings(), out_dir)
+
+
+def test_whole_request_deadline(fake_openai, make_settings, out_dir):
+    fake_openai.script(*[Reply(200, delay=1.0)] * 2)
+    settings = make_settings(fake_openai, provider_read_timeout_s=5, provider_total_timeout_s=0.2, max_retries=1)
+    with pytest.raises(RetryableError, match="timed out after 0.2s in total"):
+        speak(settings, out_dir)
+
+
+def test_text_over_speech_max_chars_is_payload_error(fake_openai, make_settings, out_dir):
+    with pytest.raises(PayloadError, match="SPEECH_MAX_CHARS"):
+        speak(make_settings(fake_openai, speech_max_chars=10), out_dir, text="This is longer than ten.")
+    assert fake_openai.requests == []

@@ -36,7 +36,7 @@ from worker.providers.retry import RetryPolicy
 from worker.providers.settings import ProviderSettings
 from worker.providers.textsplit import split_text
 
-__all__ = ["ProviderSettings", "fetch_music", "fetch_speech", "SPEECH_PROVIDERS", "MUSIC_PROVIDERS"]
+__all__ = ["MUSIC_PROVIDERS", "SPEECH_PROVIDERS", "ProviderSettings", "fetch_music", "fetch_speech"]
 
 SPEECH_PROVIDERS = ("espeak", "openai", "elevenlabs")
 MUSIC_PROVIDERS = ("stability", "local")
@@ -125,6 +125,8 @@ async def fetch_speech(
     settings = settings or ProviderSettings()
     if not text or not text.strip():
         raise PayloadError("text", "must not be empty")
+    if len(text) > settings.speech_max_chars:
+        raise PayloadError("text", f"must be at most {settings.speech_max_chars} characters (SPEECH_MAX_CHARS)")
     name = resolve_speech_provider(provider, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ Classification of an HTTP answer (the job's fate follows the exception class):
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import os
@@ -115,12 +116,32 @@ async def stream_audio(
     parse_error: ErrorParser,
     secrets: list[str],
     check: Callable[[httpx.Response], None] | None = None,
+    total_timeout: float | None = None,
 ) -> httpx.Headers:
     """Send ``request``; stream a 2xx audio body to ``dest`` (atomically) and prove it decodes.
 
     Raises ``PermanentError`` or ``TransientError`` per the module rules; httpx transport errors
     propagate for the retry loop to classify. ``check`` may inspect a 2xx response's headers.
+    ``total_timeout`` bounds the whole exchange (a server trickling bytes cannot hold us forever).
     """
+    try:
+        async with asyncio.timeout(total_timeout):
+            return await _stream_audio(client, request, provider=provider, dest=dest, parse_error=parse_error,
+                                       secrets=secrets, check=check)
+    except TimeoutError:
+        raise TransientError(f"{provider}: timed out after {total_timeout:g}s in total") from None
+
+
+async def _stream_audio(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    provider: str,
+    dest: Path,
+    parse_error: ErrorParser,
+    secrets: list[str],
+    check: Callable[[httpx.Response], None] | None,
+) -> httpx.Headers:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     started = time.monotonic()
     try:
@@ -143,7 +164,7 @@ async def stream_audio(
                            f"not audio: {head!r}", secrets)
                 )
             size = 0
-            with open(tmp, "wb") as fh:
+            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - brief local writes of 64 KiB chunks
                 async for chunk in response.aiter_bytes(1 << 16):
                     fh.write(chunk)
                     size += len(chunk)

@@ -93,10 +93,10 @@ async def synthesize(
             f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
             params={"output_format": fields["output_format"]},
             json=body,
-            headers={"xi-api-key": key, "accept": "audio/mpeg"},
+            headers={"xi-api-key": key},
         )
         await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
-                           secrets=settings.secrets())
+                           secrets=settings.secrets(), total_timeout=settings.provider_total_timeout_s)
 
     await with_retries(attempt, policy=policy, what=NAME)
 

@@ -25,9 +25,11 @@ async def known_voices(binary: str = "espeak-ng") -> frozenset[str]:
     """Lower-cased language codes, voice names and file names espeak-ng lists (cached per binary)."""
     if binary not in _known_voices:
         try:
-            rc, out, _ = await run(binary, "--voices", timeout=30)
+            rc, out, err = await run(binary, "--voices", timeout=30)
         except FileNotFoundError:
             raise PermanentError(f"espeak: {binary} is not installed") from None
+        if rc != 0:
+            raise PermanentError(f"espeak: {binary} --voices failed: {err.decode(errors='replace')[:200]}")
         names: set[str] = set()
         for line in out.decode(errors="replace").splitlines()[1:]:
             cols = line.split()

@@ -66,6 +66,6 @@ async def synthesize(
             headers={"Authorization": f"Bearer {key}"},
         )
         await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
-                           secrets=settings.secrets())
+                           secrets=settings.secrets(), total_timeout=settings.provider_total_timeout_s)
 
     await with_retries(attempt, policy=policy, what=NAME)

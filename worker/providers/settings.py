@@ -77,6 +77,8 @@ class ProviderSettings(BaseSettings):
     )
     provider_connect_timeout_s: float = Field(10.0, gt=0, le=600)
     provider_read_timeout_s: float = Field(180.0, gt=0, le=3600, description="Max wait between response bytes.")
+    provider_total_timeout_s: float = Field(600.0, gt=0, le=7200, description="Max time of one whole request.")
+    speech_max_chars: int = Field(100_000, ge=1, le=10_000_000, description="Longer text is a PayloadError.")
 
     # --- cache and join ----------------------------------------------------------------------
     provider_cache_enabled: bool = True

@@ -103,6 +103,7 @@ async def generate(
             headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
         )
         await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
-                           secrets=settings.secrets(), check=_check_finish)
+                           secrets=settings.secrets(), check=_check_finish,
+                           total_timeout=settings.provider_total_timeout_s)
 
     await with_retries(attempt, policy=policy, what=NAME)
