@@ -106,10 +106,12 @@ def test_retry_after_beyond_limit_gives_up_at_once(fake_stability, make_settings
     assert len(fake_stability.requests) == 1
 
 
-def test_duration_above_190_is_payload_error(fake_stability, make_settings, out_dir):
+def test_duration_above_190_is_clamped_and_zero_is_payload_error(fake_stability, make_settings, out_dir):
+    compose(make_settings(fake_stability), out_dir, seconds=600)
+    assert fake_stability.requests[0].form()["duration"] == "190"
     with pytest.raises(PayloadError, match="seconds"):
-        compose(make_settings(fake_stability), out_dir, seconds=200)
-    assert fake_stability.requests == []
+        compose(make_settings(fake_stability), out_dir, seconds=0)
+    assert len(fake_stability.requests) == 1
 
 
 def test_explicit_stability_without_key(make_settings, out_dir):

@@ -189,8 +189,9 @@ async def fetch_music(
 ) -> Path:
     """Generate ``seconds`` of music for ``prompt``; return the audio file inside ``out_dir``.
 
-    Stability rounds ``seconds`` up to whole seconds (1-190); callers trim if they need exact
-    lengths. ``local`` renders exactly ``seconds``.
+    Stability rounds ``seconds`` up to whole seconds and asks for at most 190 (its limit; the
+    render engine loops music beds), so the file may be shorter or slightly longer than
+    ``seconds``. ``local`` renders exactly ``seconds`` (up to 3600).
     """
     settings = settings or ProviderSettings()
     name = resolve_music_provider(provider, settings)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loguru import logger
 
 from worker.errors import PayloadError, PermanentError
 from worker.providers.base import ProviderFault, stream_audio
@@ -61,8 +62,12 @@ def request_fields(settings: ProviderSettings, *, prompt: str, seconds: float, s
         raise PayloadError("prompt", "must not be empty")
     if len(prompt) > MAX_PROMPT:
         raise PayloadError("prompt", f"must be at most {MAX_PROMPT} characters for stability")
-    if not 0 < seconds <= MAX_SECONDS:
-        raise PayloadError("seconds", f"must be > 0 and <= {MAX_SECONDS} for stability")
+    if not seconds > 0:
+        raise PayloadError("seconds", "must be > 0")
+    if seconds > MAX_SECONDS:
+        logger.info("stability makes at most {}s per request; asking for {}s (the render engine loops music beds)",
+                    MAX_SECONDS, MAX_SECONDS)
+        seconds = MAX_SECONDS
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise PayloadError("seed", f"must be between 0 and {MAX_SEED} for stability")
     fields = {
