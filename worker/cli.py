@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("worker.commands.run", "claim and process jobs until SIGTERM"),
     "migrate": ("worker.commands.migrate", "apply pending migrations from migrations/"),
     "render": ("worker.render.cli", "render a spec file locally (no database, no storage)"),
+    "settings": ("worker.settings_doc", "print every setting with its default and range"),
 }
 
 USAGE = "usage: python -m worker <command> [options]\n\ncommands:\n" + "\n".join(

@@ -29,7 +29,7 @@ class WorkerSettings(BaseSettings):
     )
     database_pool_mode: PoolMode = Field(
         default="auto",
-        description="direct|session|transaction; auto treats port 6543 as Supabase's transaction pooler.",
+        description="How DATABASE_URL is reached; auto treats port 6543 as Supabase's transaction pooler.",
     )
     max_concurrent_jobs: int = Field(default=2, ge=1, le=10, description="Jobs one process runs at once.")
     poll_interval_ms: int = Field(
@@ -62,9 +62,9 @@ class WorkerSettings(BaseSettings):
         default=None, description="Fixed worker id prefix; default hostname or DYNO. A pid and random suffix are always added."
     )
     log_level: Literal["trace", "debug", "info", "warning", "warn", "error", "critical"] = Field(
-        default="info", description="debug|info|warning|error."
+        default="info", description="Lowest level logged (warn = warning)."
     )
-    log_format: Literal["text", "json"] = Field(default="text", description="json for log drains.")
+    log_format: Literal["text", "json"] = Field(default="text", description="json writes one JSON object per line, for log drains.")
 
     @model_validator(mode="after")
     def _normalise(self) -> WorkerSettings:
