@@ -37,6 +37,8 @@ def _describe(exc: BaseException) -> str:
         return f"timed out ({type(exc).__name__})"
     if isinstance(exc, httpx.TransportError):
         return f"connection failed ({type(exc).__name__}: {exc})"[:300]
+    if isinstance(exc, httpx.RequestError):
+        return f"request failed ({type(exc).__name__}: {exc})"[:300]
     return str(exc)
 
 
@@ -45,7 +47,7 @@ async def with_retries(
 ) -> T:
     """Await ``attempt()`` until it succeeds, a non-transient error escapes, or retries run out.
 
-    Transient failures (``TransientError``, httpx timeouts and transport errors) are retried;
+    Transient failures (``TransientError``, httpx timeouts, transport and decoding errors) are retried;
     when retries are exhausted, or the server asks to wait longer than ``retry_after_max_s``, a
     ``RetryableError`` is raised so the queue retries the whole job later.
     """
@@ -53,7 +55,7 @@ async def with_retries(
     while True:
         try:
             return await attempt()
-        except (TransientError, httpx.TimeoutException, httpx.TransportError) as exc:
+        except (TransientError, httpx.RequestError) as exc:
             reason = _describe(exc)
             hint = exc.retry_after if isinstance(exc, TransientError) else None
             if retry >= policy.max_retries:
