@@ -63,7 +63,9 @@ class FakeServer:
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
         self._script: deque[Reply] = deque()
+        self._always: Reply | None = None
         self._lock = threading.Lock()
+        self._received = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +88,8 @@ class FakeServer:
                                       {k.lower(): v for k, v in self.headers.items()}, body)
                 with fake._lock:
                     fake.requests.append(req)
-                    scripted = fake._script.popleft() if fake._script else None
+                    scripted = fake._script.popleft() if fake._script else fake._always
+                    fake._received.notify_all()
                 reply = scripted or fake.respond(req)
                 fake._send(self, req, reply)
 
@@ -128,10 +131,23 @@ class FakeServer:
         with self._lock:
             self._script.extend(replies)
 
+    def always(self, reply: Reply | None) -> None:
+        """Answer every request (after the queued script) with ``reply``; None restores normal behaviour."""
+        with self._lock:
+            self._always = reply
+
+    def wait_for_requests(self, n: int, timeout: float = 10.0) -> list[RecordedRequest]:
+        """Block until at least ``n`` requests arrived (for tests driving a worker subprocess)."""
+        with self._received:
+            if not self._received.wait_for(lambda: len(self.requests) >= n, timeout):
+                raise TimeoutError(f"{type(self).__name__}: {len(self.requests)} of {n} requests after {timeout}s")
+            return list(self.requests)
+
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
             self._script.clear()
+            self._always = None
 
     def env(self) -> dict[str, str]:
         """Environment variables that point the worker at this fake."""
