@@ -14,7 +14,15 @@ from pydantic import BaseModel
 
 from worker.errors import PayloadError, PermanentError, RetryableError
 from worker.render.ffmpeg_process import run_ffmpeg
-from worker.render.graph import LayerInput, fit_duration, master_command, measure_command, mix_command
+from worker.render.graph import (
+    MASTER_STEM,
+    PREVIEW_FILE,
+    LayerInput,
+    fit_duration,
+    master_command,
+    measure_command,
+    mix_command,
+)
 from worker.render.loudness import (
     SILENCE_LUFS,
     GainPlan,
@@ -31,7 +39,8 @@ from worker.render.spec import RenderSpec
 MIX_SHARE = 0.5  # share of the progress bar given to pass 1
 CALIBRATION_SHARE = 0.1  # ... to the calibration passes (only when a limiter is needed)
 CALIBRATION_LU = 0.35  # calibrate the limited gain until this close to the target
-MAX_CALIBRATIONS = 4
+MAX_CALIBRATIONS = 3
+TRUST_STEP_LU = 2.0
 CALIBRATE_OVER_DB = 1.5  # calibrate only when the limiter must take off more than this
 TOLERANCE_LU = 0.8  # re-run the master pass (at most MAX_MASTER_PASSES) when further off than this
 MAX_MASTER_PASSES = 2
@@ -118,11 +127,10 @@ async def _render(
     tmp = Path(tempfile.mkdtemp(prefix="render-", dir=settings.tmp_dir))
     redact = [str(tmp), *(str(v.path.parent) for v in layer_inputs.values())]
     try:
-        mix_path = tmp / "mix.f32"
-        cmd = mix_command(spec, duration, layer_inputs, mix_path, settings.ffmpeg_path)
+        cmd = mix_command(spec, duration, layer_inputs, settings.ffmpeg_path)
         run = await run_ffmpeg(
             cmd, duration_s=duration, stall_timeout_s=settings.stall_timeout_s, label="mix", redact=redact,
-            on_progress=lambda p: report(p * MIX_SHARE),
+            on_progress=lambda p: report(p * MIX_SHARE), cwd=tmp,
         )  # fmt: skip
         measured_in = parse_ebur128(run.stderr_tail)
         if measured_in.integrated_lufs <= SILENCE_LUFS:
@@ -130,7 +138,7 @@ async def _render(
         target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
         plan = plan_gain(measured_in, target, ceiling)
         ext = spec.output.master.format
-        master_tmp, preview_tmp = tmp / f"master.{ext}", tmp / "preview.mp3"
+        master_tmp, preview_tmp = tmp / f"{MASTER_STEM}.{ext}", tmp / PREVIEW_FILE
         passes = 1
 
         async def ffmpeg_pass(cmd: list[str], label: str, lo: float, hi: float) -> Loudness:
@@ -138,7 +146,7 @@ async def _render(
             passes += 1
             run = await run_ffmpeg(
                 cmd, duration_s=duration, stall_timeout_s=settings.stall_timeout_s, label=label,
-                redact=redact, on_progress=lambda p: report(lo + p / 100 * (hi - lo)),
+                redact=redact, on_progress=lambda p: report(lo + p / 100 * (hi - lo)), cwd=tmp,
             )  # fmt: skip
             return parse_ebur128(run.stderr_tail)
 
@@ -150,7 +158,7 @@ async def _render(
             step = CALIBRATION_SHARE * 100 / MAX_CALIBRATIONS
             history: list[tuple[float, float]] = []
             for _ in range(MAX_CALIBRATIONS):
-                trial = await ffmpeg_pass(measure_command(spec, mix_path, plan, settings.ffmpeg_path),
+                trial = await ffmpeg_pass(measure_command(plan, settings.ffmpeg_path),
                                           "calibrate", lo, lo + step)  # fmt: skip
                 lo += step
                 history.append((plan.gain_db, trial.integrated_lufs))
@@ -158,13 +166,15 @@ async def _render(
                 if within_target(trial, target, ceiling, CALIBRATION_LU):
                     break
                 plan = GainPlan(secant_gain(history, target), plan.limit_dbtp)
+                if abs(trial.integrated_lufs - target) <= TRUST_STEP_LU:
+                    break  # one Newton step from a near miss is reliable; the master pass verifies
         lo = (MIX_SHARE + CALIBRATION_SHARE) * 100
         measured: Loudness | None = None
         for attempt in range(MAX_MASTER_PASSES):
             if measured is not None:
                 plan = plan.adjusted(measured, target, ceiling)
                 logger.info("loudness off ({}), re-rendering master with {}", measured, plan)
-            cmd = master_command(spec, duration, mix_path, plan, master_tmp, preview_tmp, settings.ffmpeg_path)
+            cmd = master_command(spec, duration, plan, settings.ffmpeg_path)
             measured = await ffmpeg_pass(cmd, "master", lo if attempt == 0 else best, 100.0)
             if within_target(measured, target, ceiling, TOLERANCE_LU):
                 break

@@ -10,6 +10,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 
 from loguru import logger
@@ -78,6 +79,7 @@ async def run_ffmpeg(
     stall_timeout_s: float = 60.0,
     label: str = "render",
     redact: Iterable[str] = (),
+    cwd: Path | None = None,
 ) -> FfmpegRun:
     """Run ``cmd`` (a full ffmpeg command line; ``-progress pipe:1 -nostats`` are inserted after
     the executable). ``on_progress`` gets 0..100 from ``out_time_us`` / ``duration_s``.
@@ -116,6 +118,7 @@ async def run_ffmpeg(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        cwd=cwd,
     )
     stalled = False
 

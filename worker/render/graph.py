@@ -33,7 +33,8 @@ from worker.render.spec import (
 TONE_AMPLITUDE = 0.125  # ffmpeg's sine source amplitude (1/8): the 0 dB level of tone layers
 NOISE_AMPLITUDE = 0.1
 PREVIEW_FADE_S = 1.0  # fade-out at the end of a shortened preview
-RAW_FORMAT = "f32le"
+MIX_FILE = "mix.w64"  # 32-bit float Wave64 (no 4 GiB limit), relative to the job's temp dir
+MASTER_STEM, PREVIEW_FILE = "master", "preview.mp3"
 
 
 def num(x: float) -> str:
@@ -90,16 +91,24 @@ def ramp_phase_expr(layer: BinauralLayer) -> str:
     piecewise-linear beat schedule, so the right channel's frequency ramps without phase jumps."""
     pts = layer.schedule or []
     t0, b0 = pts[0].t_s, pts[0].beat_hz
-    pieces: list[tuple[float, str]] = [(t0, f"{num(b0)}*t")]  # (segment end, phase expr)
+    pieces: list[tuple[float, str]] = [(t0, f"{num(b0)}*t")] if t0 > 0 else []  # (segment end, phase)
     phase = b0 * t0
+
+    def linear(offset: float, beat: float, since: float) -> str:
+        u = "t" if since == 0 else f"(t-{num(since)})"
+        return f"{num(offset)}+{num(beat)}*{u}" if offset else f"{num(beat)}*{u}"
+
     for a, b in zip(pts, pts[1:]):
         span = b.t_s - a.t_s
         k = (b.beat_hz - a.beat_hz) / (2.0 * span)
-        u = f"(t-{num(a.t_s)})"
-        pieces.append((b.t_s, f"{num(phase)}+{num(a.beat_hz)}*{u}+{num(k)}*{u}*{u}"))
+        piece = linear(phase, a.beat_hz, a.t_s)
+        if k:
+            u = "t" if a.t_s == 0 else f"(t-{num(a.t_s)})"
+            piece += f"+{num(k)}*{u}*{u}" if k > 0 else f"-{num(-k)}*{u}*{u}"
+        pieces.append((b.t_s, piece))
         phase += a.beat_hz * span + k * span * span
     last = pts[-1]
-    expr = f"{num(phase)}+{num(last.beat_hz)}*(t-{num(last.t_s)})"
+    expr = linear(phase, last.beat_hz, last.t_s)
     for end, piece in reversed(pieces):
         expr = f"if(lt(t,{num(end)}),{piece},{expr})"
     return expr
@@ -156,10 +165,9 @@ def _shape(stream, layer: object, sr: int, length: float):
     return s
 
 
-def mix_command(
-    spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], mix_path: Path, ffmpeg_path: str
-) -> list[str]:
-    """Pass 1: the unnormalised mix, measured (ebur128 loudness, sample peak), to raw float PCM."""
+def mix_command(spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], ffmpeg_path: str) -> list[str]:
+    """Pass 1 (run in the temp dir): the unnormalised mix, measured (ebur128 loudness, sample
+    peak), written to ``MIX_FILE``."""
     sr = spec.sample_rate
     total = round(duration_s * sr)
     speech, music, other = [], [], []
@@ -208,39 +216,34 @@ def mix_command(
     if spec.fade_out_s > 0:
         mix = mix.filter("afade", t="out", st=num(duration_s - spec.fade_out_s), d=num(spec.fade_out_s))
     mix = mix.filter("ebur128", peak="sample", framelog="verbose")  # true peak is metered on the master
-    out = ffmpeg.output(mix, str(mix_path), f=RAW_FORMAT, acodec=f"pcm_{RAW_FORMAT}", ar=sr, ac=2)
+    out = ffmpeg.output(mix, MIX_FILE, f="w64", acodec="pcm_f32le", ar=sr, ac=2)
     return out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
 
 
-def _gained(spec: RenderSpec, mix_path: Path, plan: GainPlan, peak: str = "true"):
-    s = ffmpeg.input(str(mix_path), f=RAW_FORMAT, ar=spec.sample_rate, ac=2)["a"]
-    s = s.filter("volume", volume=num(db_to_lin(plan.gain_db)), precision="double")
+def _gain_chain(plan: GainPlan, peak: str) -> str:
+    """Filter chain text (numbers only) applying the plan to the mix and metering the result."""
+    chain = f"volume=volume={num(db_to_lin(plan.gain_db))}:precision=double"
     if plan.limit_dbtp is not None:
-        s = s.filter(
-            "alimiter", limit=num(db_to_lin(plan.limit_dbtp)), attack=5, release=50, level=0, latency=1
-        )
-    return s.filter("ebur128", peak=peak, framelog="verbose")
+        chain += f",alimiter=limit={num(db_to_lin(plan.limit_dbtp))}:attack=5:release=50:level=0:latency=1"
+    return f"{chain},ebur128=peak={peak}:framelog=verbose"
 
 
-def measure_command(spec: RenderSpec, mix_path: Path, plan: GainPlan, ffmpeg_path: str) -> list[str]:
-    """Calibration pass: loudness of the gained (and limited) mix, nothing written. The costly
-    true-peak meter is left to the master pass."""
-    out = ffmpeg.output(_gained(spec, mix_path, plan, peak="none"), "-", f="null")
-    return out.global_args("-loglevel", "info").compile(cmd=ffmpeg_path)
+def measure_command(plan: GainPlan, ffmpeg_path: str) -> list[str]:
+    """Calibration pass (run in the temp dir): loudness of the gained, limited mix; nothing is
+    written and the costly true-peak meter is left to the master pass."""
+    s = ffmpeg.input(f"amovie={MIX_FILE},{_gain_chain(plan, 'none')}", f="lavfi")["a"]
+    return ffmpeg.output(s, "-", f="null").global_args("-loglevel", "info").compile(cmd=ffmpeg_path)
 
 
-def master_command(
-    spec: RenderSpec,
-    duration_s: float,
-    mix_path: Path,
-    plan: GainPlan,
-    master_path: Path,
-    preview_path: Path,
-    ffmpeg_path: str,
-) -> list[str]:
-    """Pass 2: gain (+ limiter), measure, and write master and preview in one process."""
+def master_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_path: str) -> list[str]:
+    """Pass 2 (run in the temp dir): gain (+ limiter) and the true-peak meter on a lavfi input,
+    which ffmpeg runs in its own thread alongside the encoders; then master and preview written
+    by the same process."""
     sr = spec.sample_rate
-    split = _gained(spec, mix_path, plan).filter_multi_output("asplit", 2)
+    gained = ffmpeg.input(f"amovie={MIX_FILE},{_gain_chain(plan, 'true')}", f="lavfi")["a"]
+    # ffmpeg 5.x reads inputs on their own threads only when there are several: add a tiny one.
+    spare = ffmpeg.input("anullsrc=duration=0.01", f="lavfi")["a"].output("-", f="null")
+    split = gained.filter_multi_output("asplit", 2)
     master_s, preview_s = split[0], split[1]
 
     m = spec.output.master
@@ -248,7 +251,7 @@ def master_command(
         mopts: dict[str, object] = {"acodec": f"pcm_s{m.bit_depth}le", "f": "wav", "rf64": "auto"}
     else:
         mopts = {"acodec": "flac", "f": "flac", "sample_fmt": "s16" if m.bit_depth == 16 else "s32"}
-    master_out = ffmpeg.output(master_s, str(master_path), ar=sr, ac=2, **mopts)
+    master_out = ffmpeg.output(master_s, f"{MASTER_STEM}.{m.format}", ar=sr, ac=2, **mopts)
 
     p = spec.output.preview
     if p.seconds is not None and p.seconds < duration_s:
@@ -260,6 +263,6 @@ def master_command(
         popts["q:a"] = p.vbr_quality
     else:
         popts["b:a"] = f"{p.bitrate_kbps or 192}k"
-    preview_out = ffmpeg.output(preview_s, str(preview_path), ar=sr, ac=2, **popts)
-    merged = ffmpeg.merge_outputs(master_out, preview_out)
+    preview_out = ffmpeg.output(preview_s, PREVIEW_FILE, ar=sr, ac=2, **popts)
+    merged = ffmpeg.merge_outputs(master_out, preview_out, spare)
     return merged.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)

@@ -11,6 +11,7 @@ from worker.errors import PermanentError
 SILENCE_LUFS = -69.0
 LIMITER_MARGIN_DB = 0.8  # sample-peak limiter set this far under the true-peak ceiling
 MAX_GAIN_DB = 60.0
+LIMITED_SLOPE = 0.9
 
 
 TP_HEADROOM_DB = 0.5  # no limiter only if the sample peak lands this far under the ceiling
@@ -81,8 +82,8 @@ def within_target(measured: Loudness, target_lufs: float, ceiling_dbtp: float, t
 def secant_gain(history: list[tuple[float, float]], target_lufs: float) -> float:
     """Next gain from (gain, measured LUFS) trials; a limiter makes loudness grow slower than gain."""
     g1, l1 = history[-1]
-    if len(history) == 1:
-        return g1 + (target_lufs - l1)
+    if len(history) == 1:  # typical slope of loudness against gain under a peak limiter
+        return min(g1 + (target_lufs - l1) / LIMITED_SLOPE, MAX_GAIN_DB)
     g0, l0 = history[-2]
     slope = (l1 - l0) / (g1 - g0) if g1 != g0 else 1.0
     slope = min(max(slope, 0.1), 1.0)
