@@ -168,7 +168,7 @@ def floor_command(seconds: float, inputs: dict[str, Path], gain_db: float, limit
         f"atrim=end_sample={n},afade=t=in:st=0:d=5,afade=t=out:st={seconds - 10}:d=10,"
         f"volume={10 ** (gain_db / 20)}:precision=double{lim},asplit=2[m][p]"
     )
-    lavfi = lambda d: ["-f", "lavfi", "-i", d]  # noqa: E731
+    lavfi = lambda d: ["-f", "lavfi", "-i", d]
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
         "-t", str(seconds), "-i", str(inputs["layers[0]"]),

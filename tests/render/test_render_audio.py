@@ -166,3 +166,13 @@ def test_silent_mix_is_a_payload_error(tmp_path: Path, settings: RenderSettings)
         run({"duration_s": 2, "layers": [{"type": "solfeggio", "start_s": 1.5, "gain_db": -60}]},
             tmp_path / "out", settings)  # fmt: skip
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_legacy_music_job_renders_the_supplied_clip(tmp_path: Path, settings: RenderSettings) -> None:
+    clip = make_tone(tmp_path / "gen.wav", 440, 6)
+    spec = parse_spec({"prompt": "calm piano", "duration": 5, "quality": "low"}, settings)
+    r = asyncio.run(render(spec, {"layers[0]": clip}, tmp_path / "out", settings=settings))
+    x, sr = decode(r.master)
+    assert abs(x.shape[0] / sr - 5.0) <= 0.02 and peak_hz(x[:, 0], sr) == pytest.approx(440, abs=0.5)
+    assert probe(r.master)["bits_per_sample"] == 16 and int(probe(r.preview)["bit_rate"]) == 128000
+    assert_loudness(r)

@@ -7,6 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from worker.errors import PayloadError
 from worker.render import RenderSettings, parse_spec
@@ -110,3 +113,30 @@ def test_schedule_beat_is_interpolated_linearly() -> None:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.json")), ids=lambda p: p.name)
 def test_example_specs_are_valid(path: Path) -> None:
     parse_spec(json.loads(path.read_text()))
+
+
+def test_no_spec_string_reaches_the_ffmpeg_command(tmp_path: Path) -> None:
+    from worker.render.graph import LayerInput, mix_command
+    from worker.render.probe import AudioInfo
+
+    marker = "INJECT'],amovie=/etc/passwd;"
+    s = parse_spec(spec(
+        {"type": "speech", "text": marker, "voice": "en-us"},
+        {"type": "music", "generate": {"prompt": marker, "mode": "calm"}, "duck": True},
+        {"type": "binaural", "carrier_hz": 200.123456, "schedule": [{"t_s": 0, "beat_hz": 10}, {"t_s": 9, "beat_hz": 4}]},
+    ))  # fmt: skip
+    info = AudioInfo(3.0, 22050, 1, "pcm_s16le")
+    files = {k: LayerInput(tmp_path / f"{k}.wav", info) for k in ("layers[0]", "layers[1]")}
+    cmd = " ".join(mix_command(s, 10.0, files, "ffmpeg"))
+    assert "INJECT" not in cmd and "passwd" not in cmd and "en-us" not in cmd and "calm" not in cmd
+
+
+@given(st.dictionaries(st.sampled_from(["spec_version", "duration_s", "layers", "prompt", "duration", "sample_rate"]),
+                       st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=5),
+                                 st.lists(st.dictionaries(st.text(max_size=8), st.floats() | st.text(max_size=4)), max_size=2))))  # fmt: skip
+@hyp_settings(max_examples=200, deadline=None)
+def test_any_payload_either_parses_or_raises_payload_error(payload: dict) -> None:
+    try:
+        parse_spec(payload)
+    except PayloadError as exc:
+        assert exc.field and exc.rule

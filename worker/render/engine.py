@@ -92,7 +92,7 @@ async def render(
         return await asyncio.wait_for(
             _render(spec, inputs, Path(out_dir), on_progress, settings), settings.timeout_s
         )
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RetryableError(f"render timed out after {settings.timeout_s:g} s") from None
 
 

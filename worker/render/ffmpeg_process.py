@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-
 from loguru import logger
 
 from worker.errors import PermanentError, RetryableError

@@ -55,10 +55,10 @@ class LayerInput:
 
 def layer_length(layer: object, duration_s: float, info: AudioInfo | None) -> float:
     """Seconds the layer sounds for, from its start, within a track of ``duration_s``."""
-    start = getattr(layer, "start_s")
+    start = layer.start_s
     length = duration_s - start
-    if getattr(layer, "duration_s") is not None:
-        length = min(length, getattr(layer, "duration_s"))
+    if layer.duration_s is not None:
+        length = min(length, layer.duration_s)
     if info is not None and not (isinstance(layer, MusicLayer) and layer.loop):
         length = min(length, info.duration_s)
     return max(0.0, length)
@@ -150,16 +150,16 @@ def _source(layer: object, sr: int, length: float, index: int, inp: LayerInput |
 def _shape(stream, layer: object, sr: int, length: float):
     """Common layer chain: stereo float at the track rate, fades, gain, start offset."""
     s = stream.filter("aformat", sample_fmts="fltp", sample_rates=sr, channel_layouts="stereo")
-    fade_in, fade_out = getattr(layer, "fade_in_s"), getattr(layer, "fade_out_s")
+    fade_in, fade_out = layer.fade_in_s, layer.fade_out_s
     if fade_in > 0:
         s = s.filter("afade", t="in", st=0, d=num(min(fade_in, length)))
     if fade_out > 0:
         d = min(fade_out, length)
         s = s.filter("afade", t="out", st=num(length - d), d=num(d))
-    gain = getattr(layer, "gain_db")
+    gain = layer.gain_db
     if gain != 0:
         s = s.filter("volume", volume=num(db_to_lin(gain)))
-    start = getattr(layer, "start_s")
+    start = layer.start_s
     if start > 0:
         s = s.filter("adelay", delays=f"{round(start * sr)}S", all=1)
     return s

@@ -79,8 +79,7 @@ def _to_payload_error(exc: ValidationError) -> PayloadError:
     if kind == "literal_error":
         expected = (err.get("ctx") or {}).get("expected", "")
         return PayloadError(field, f"must be one of {expected}")
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
+    msg = msg.removeprefix("Value error, ")
     m = _FIELD_RULE.match(msg)
     if m and kind == "value_error" and not msg.startswith("must "):
         sub = m.group("field")

@@ -34,7 +34,7 @@ async def probe_audio(path: Path, key: str, ffprobe: str = "ffprobe") -> AudioIn
     )  # fmt: skip
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         await proc.wait()
         raise RetryableError(f"ffprobe timed out on {key}") from None

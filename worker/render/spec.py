@@ -8,7 +8,7 @@ formats the validated numbers itself.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -224,10 +224,10 @@ class NoiseLayer(_LayerBase):
 
 
 Layer = Annotated[
-    Union[SpeechLayer, MusicLayer, BinauralLayer, IsochronicLayer, SolfeggioLayer, NoiseLayer],
+    SpeechLayer | MusicLayer | BinauralLayer | IsochronicLayer | SolfeggioLayer | NoiseLayer,
     Field(discriminator="type"),
 ]
-InputLayer = Union[SpeechLayer, MusicLayer]
+InputLayer = SpeechLayer | MusicLayer
 
 
 class Loudness(_Model):
