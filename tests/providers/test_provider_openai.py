@@ -104,8 +104,8 @@ def test_slow_response_times_out_and_is_retryable(fake_openai, make_settings, ou
 
 
 def test_slow_then_fast_succeeds(fake_openai, make_settings, out_dir):
-    fake_openai.script(Reply(200, delay=1.0))
-    path = speak(make_settings(fake_openai, provider_read_timeout_s=0.2), out_dir)
+    fake_openai.script(Reply(200, delay=2.0))
+    path = speak(make_settings(fake_openai, provider_read_timeout_s=0.6), out_dir)
     assert path.exists() and len(fake_openai.requests) == 2
 
 
