@@ -13,6 +13,8 @@ Only numbers formatted here reach the filtergraph; no spec string ever does.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,7 @@ MASTER_STEM, PREVIEW_FILE = "master", "preview.mp3"
 
 def num(x: float) -> str:
     """A plain decimal literal for the filtergraph (no exponent, no ``-0``)."""
-    s = f"{x:.9f}".rstrip("0").rstrip(".")
+    s = f"{x:.12f}".rstrip("0").rstrip(".")
     return "0" if s in ("-0", "") else s
 
 
@@ -87,30 +89,34 @@ def _stereo(left: ffmpeg.nodes.FilterableStream, right: ffmpeg.nodes.FilterableS
 
 
 def ramp_phase_expr(layer: BinauralLayer) -> str:
-    """ffmpeg expression (of ``t``, seconds) for the beat phase in cycles: the integral of the
-    piecewise-linear beat schedule, so the right channel's frequency ramps without phase jumps."""
+    """ffmpeg expression (of ``t``, seconds) for the right channel's phase in radians:
+    2*pi*(carrier*t + integral of the piecewise-linear beat), so the frequency ramps without phase
+    jumps. Constants are folded per segment (fewer nodes for ffmpeg's per-sample evaluator)."""
+    two_pi, fc = 2.0 * math.pi, layer.carrier_hz
     pts = layer.schedule or []
+
+    def segment(t_a: float, cycles_a: float, beat: float, k: float) -> str:
+        """Phase from ``t_a`` where the beat phase is ``cycles_a`` and the beat starts at ``beat``."""
+        u = "t" if t_a == 0 else f"(t-{num(t_a)})"
+        const = two_pi * (fc * t_a + cycles_a)
+        out = f"{num(const)}+" if const else ""
+        out += f"{num(two_pi * (fc + beat))}*{u}"
+        if k:
+            quad = two_pi * k
+            out += f"+{num(quad)}*{u}*{u}" if quad > 0 else f"-{num(-quad)}*{u}*{u}"
+        return out
+
     t0, b0 = pts[0].t_s, pts[0].beat_hz
-    pieces: list[tuple[float, str]] = [(t0, f"{num(b0)}*t")] if t0 > 0 else []  # (segment end, phase)
-    phase = b0 * t0
-
-    def linear(offset: float, beat: float, since: float) -> str:
-        u = "t" if since == 0 else f"(t-{num(since)})"
-        return f"{num(offset)}+{num(beat)}*{u}" if offset else f"{num(beat)}*{u}"
-
-    for a, b in zip(pts, pts[1:]):
+    pieces: list[tuple[float, str]] = [(t0, segment(0.0, 0.0, b0, 0.0))] if t0 > 0 else []
+    cycles = b0 * t0  # beat phase (cycles) at the current point
+    for a, b in itertools.pairwise(pts):
         span = b.t_s - a.t_s
         k = (b.beat_hz - a.beat_hz) / (2.0 * span)
-        piece = linear(phase, a.beat_hz, a.t_s)
-        if k:
-            u = "t" if a.t_s == 0 else f"(t-{num(a.t_s)})"
-            piece += f"+{num(k)}*{u}*{u}" if k > 0 else f"-{num(-k)}*{u}*{u}"
-        pieces.append((b.t_s, piece))
-        phase += a.beat_hz * span + k * span * span
-    last = pts[-1]
-    expr = linear(phase, last.beat_hz, last.t_s)
-    for end, piece in reversed(pieces):
-        expr = f"if(lt(t,{num(end)}),{piece},{expr})"
+        pieces.append((b.t_s, segment(a.t_s, cycles, a.beat_hz, k)))
+        cycles += a.beat_hz * span + k * span * span
+    expr = segment(pts[-1].t_s, cycles, pts[-1].beat_hz, 0.0)
+    for end_t, piece in reversed(pieces):
+        expr = f"if(lt(t,{num(end_t)}),{piece},{expr})"
     return expr
 
 
@@ -131,7 +137,7 @@ def _source(layer: object, sr: int, length: float, index: int, inp: LayerInput |
         if layer.schedule is None:
             right = _sine(layer.carrier_hz + float(layer.beat_hz or 0.0), sr, length)
         else:
-            expr = f"{num(TONE_AMPLITUDE)}*sin(2*PI*({num(layer.carrier_hz)}*t+{ramp_phase_expr(layer)}))"
+            expr = f"{num(TONE_AMPLITUDE)}*sin({ramp_phase_expr(layer)})"
             right = _lavfi(f"aevalsrc=exprs='{expr}':sample_rate={sr}:duration={num(length)}")
         return _stereo(left, right)
     if isinstance(layer, NoiseLayer):
