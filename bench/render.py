@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -146,13 +148,14 @@ def floor_command(seconds: float, inputs: dict[str, Path], gain_db: float, limit
     """The same track as one hand-written ffmpeg command, given the gain (and limiter) we measured."""
     sr, n = 44100, round(seconds * 44100)
     pts = [(f * seconds, b) for f, b in SCHEDULE]
-    # phase (cycles) of the piecewise-linear beat, written out by hand
-    expr, phase, pieces = "", 0.0, []
-    for (t0, b0), (t1, b1) in zip(pts, pts[1:]):
+    # right-channel phase (radians) of the piecewise-linear beat, constants folded per segment
+    tau, fc, expr, cycles, pieces = 2 * math.pi, 200.0, "", 0.0, []
+    for (t0, b0), (t1, b1) in itertools.pairwise(pts):
         k = (b1 - b0) / (2 * (t1 - t0))
-        pieces.append((t1, f"{phase}+{b0}*(t-{t0})+{k}*(t-{t0})*(t-{t0})"))
-        phase += b0 * (t1 - t0) + k * (t1 - t0) ** 2
-    expr = f"{phase}+{pts[-1][1]}*(t-{pts[-1][0]})"
+        pieces.append((t1, f"{tau * (fc * t0 + cycles):.12f}+{tau * (fc + b0):.12f}*(t-{t0})+{tau * k:.12f}*(t-{t0})*(t-{t0})"))
+        cycles += b0 * (t1 - t0) + k * (t1 - t0) ** 2
+    t_end, b_end = pts[-1]
+    expr = f"{tau * (fc * t_end + cycles):.12f}+{tau * (fc + b_end):.12f}*(t-{t_end})"
     for end, piece in reversed(pieces):
         expr = f"if(lt(t,{end}),{piece},{expr})"
     lim = f",alimiter=limit={10 ** (limiter_db / 20)}:attack=5:release=50:level=0:latency=1" if limiter_db else ""
@@ -174,7 +177,7 @@ def floor_command(seconds: float, inputs: dict[str, Path], gain_db: float, limit
         "-t", str(seconds), "-i", str(inputs["layers[0]"]),
         "-stream_loop", "-1", "-t", str(seconds), "-i", str(inputs["layers[1]"]),
         *lavfi(f"sine=frequency=200:sample_rate={sr}:duration={seconds}"),
-        *lavfi(f"aevalsrc=exprs='0.125*sin(2*PI*(200*t+{expr}))':sample_rate={sr}:duration={seconds}"),
+        *lavfi(f"aevalsrc=exprs='0.125*sin({expr})':sample_rate={sr}:duration={seconds}"),
         *lavfi(f"sine=frequency=528:sample_rate={sr}:duration={seconds}"),
         *lavfi(f"anoisesrc=color=pink:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1008"),
         *lavfi(f"anoisesrc=color=pink:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1009"),
@@ -229,6 +232,11 @@ def main() -> None:
             print(f"floor:         {floor:.2f} s wall, {floor_cpu:.2f} s CPU for one hand-written ffmpeg command "
                   f"({seconds / floor:.1f}x realtime)")  # fmt: skip
             print(f"ours / floor:  {fig['wall_s'] / floor:.2f} wall time, {fig['cpu_s'] / floor_cpu:.2f} CPU time")
+            err = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", str(work / "floor.wav"),
+                                  "-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"],
+                                 capture_output=True, text=True).stderr  # fmt: skip
+            summary = " ".join(err[err.rfind("Summary:") :].split())
+            print(f"floor output:  {summary[:160]}  (same track: check it matches ours)")
         for minutes in args.memory:
             f = measured_child(minutes * 60, work, work / f"out-{minutes:g}")
             print(f"memory {minutes:>4g} min: process tree {mb(f['tree_peak_kb'])}, Python process "
