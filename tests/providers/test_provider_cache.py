@@ -58,3 +58,12 @@ def test_put_is_atomic_and_eviction_keeps_recent(tmp_path):
     assert cache.get("b" * 64, "mp3") is None
     assert cache.get("a" * 64, "mp3") is not None and cache.get("c" * 64, "mp3") is not None
     assert not [p for p in (tmp_path / "c").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_unwritable_cache_does_not_fail_the_job(fake_openai, make_settings, out_dir, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    settings = make_settings(fake_openai, provider_cache_dir=blocker / "cache")
+    path = run(fetch_speech(text="Still works.", provider="openai", voice=None, model=None, out_dir=out_dir,
+                            settings=settings))
+    assert path.exists() and len(fake_openai.requests) == 1

@@ -59,7 +59,7 @@ class AudioCache:
         path = self.path(key, ext)
         try:
             os.utime(path)  # LRU: a hit is a use
-        except FileNotFoundError:
+        except OSError:  # missing, or an unusable cache directory
             return None
         return path
 
@@ -68,9 +68,13 @@ class AudioCache:
         if not self.enabled:
             return src
         dest = self.path(key, ext)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        copy_atomic(src, dest)
-        self.evict()
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            copy_atomic(src, dest)
+            self.evict()
+        except OSError as exc:  # a full or read-only cache must not fail the job
+            logger.warning("provider cache: cannot store {}: {}", key[:12], exc)
+            return src
         return dest
 
     @contextlib.asynccontextmanager
@@ -80,8 +84,13 @@ class AudioCache:
             yield
             return
         lock_path = self.root / key[:2] / f"{key}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            logger.warning("provider cache: cannot lock {}: {}", key[:12], exc)
+            yield
+            return
         try:
             while True:
                 try:
