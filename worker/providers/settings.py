@@ -32,41 +32,58 @@ class ProviderSettings(BaseSettings):
     )
 
     # --- OpenAI ------------------------------------------------------------------------------
-    openai_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = Field(None, description="OpenAI key (secret); enables the openai speech provider.")
     openai_base_url: str = Field("https://api.openai.com/v1", description="Base; /audio/speech is appended.")
-    openai_tts_model: str = "tts-1"
-    openai_tts_voice: str = "alloy"
-    openai_response_format: Literal["mp3", "opus", "aac", "flac", "wav"] = "mp3"
+    openai_tts_model: str = Field("tts-1", description="OpenAI TTS model when the layer names none.")
+    openai_tts_voice: str = Field("alloy", description="OpenAI voice when the layer names none.")
+    openai_response_format: Literal["mp3", "opus", "aac", "flac", "wav"] = Field(
+        "mp3", description="Audio format requested from OpenAI."
+    )
     openai_rate_limit: int = Field(50, ge=1, le=100_000, description="Requests per OPENAI_RATE_WINDOW_S.")
-    openai_rate_window_s: float = Field(60.0, gt=0, le=3600)
+    openai_rate_window_s: float = Field(60.0, gt=0, le=3600, description="Window of OPENAI_RATE_LIMIT, seconds.")
 
     # --- ElevenLabs --------------------------------------------------------------------------
-    elevenlabs_api_key: SecretStr | None = None
+    elevenlabs_api_key: SecretStr | None = Field(
+        None, description="ElevenLabs key (secret); enables the elevenlabs speech provider."
+    )
     elevenlabs_base_url: str = Field("https://api.elevenlabs.io", description="/v1/text-to-speech/{voice} appended.")
-    elevenlabs_model: str = "eleven_multilingual_v2"
-    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
-    elevenlabs_output_format: str = Field("mp3_44100_128", pattern=r"^(mp3|opus|wav)_[0-9_]+$")
-    elevenlabs_stability: float = Field(0.5, ge=0.0, le=1.0)
-    elevenlabs_similarity_boost: float = Field(0.75, ge=0.0, le=1.0)
-    elevenlabs_rate_limit: int = Field(100, ge=1, le=100_000)
-    elevenlabs_rate_window_s: float = Field(60.0, gt=0, le=3600)
+    elevenlabs_model: str = Field(
+        "eleven_multilingual_v2", description="ElevenLabs model_id when the layer names none; sets the text limit."
+    )
+    elevenlabs_voice_id: str = Field(
+        "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice_id when the layer names none."
+    )
+    elevenlabs_output_format: str = Field(
+        "mp3_44100_128", pattern=r"^(mp3|opus|wav)_[0-9_]+$",
+        description="output_format query (mp3_*, opus_* or wav_*; headerless pcm/ulaw are refused).",
+    )
+    elevenlabs_stability: float = Field(0.5, ge=0.0, le=1.0, description="voice_settings.stability.")
+    elevenlabs_similarity_boost: float = Field(0.75, ge=0.0, le=1.0, description="voice_settings.similarity_boost.")
+    elevenlabs_rate_limit: int = Field(100, ge=1, le=100_000, description="Requests per ELEVENLABS_RATE_WINDOW_S.")
+    elevenlabs_rate_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Window of ELEVENLABS_RATE_LIMIT, seconds."
+    )
 
     # --- Stability Stable Audio ----------------------------------------------------------------
-    stable_audio_api_key: SecretStr | None = None
+    stable_audio_api_key: SecretStr | None = Field(
+        None, description="Stability key (secret); enables the stability music provider."
+    )
     stable_audio_api_url: str = Field(
         "https://api.stability.ai",
         description="Origin (optionally with a proxy path prefix); anything from /v2beta on is replaced by "
         "/v2beta/audio/stable-audio-2/text-to-audio. A URL already ending in /text-to-audio is used verbatim.",
     )
-    stable_audio_output_format: Literal["mp3", "wav"] = "mp3"
+    stable_audio_output_format: Literal["mp3", "wav"] = Field("mp3", description="output_format form field.")
     stable_audio_steps: int | None = Field(None, ge=1, le=100, description="Unset: the API's default.")
     stable_audio_cfg_scale: float | None = Field(None, ge=1.0, le=25.0, description="Unset: the API's default.")
     stable_audio_rate_limit: int = Field(150, ge=1, le=100_000, description="Stability allows 150 per 10 s.")
-    stable_audio_rate_window_s: float = Field(10.0, gt=0, le=3600)
+    stable_audio_rate_window_s: float = Field(
+        10.0, gt=0, le=3600, description="Window of STABLE_AUDIO_RATE_LIMIT, seconds."
+    )
 
     # --- espeak-ng ---------------------------------------------------------------------------
-    espeak_binary: str = "espeak-ng"
-    espeak_voice: str = "en-us"
+    espeak_binary: str = Field("espeak-ng", description="espeak-ng executable (name on PATH or path).")
+    espeak_voice: str = Field("en-us", description="espeak-ng voice when the layer names none.")
 
     # --- retries and timeouts ----------------------------------------------------------------
     max_retries: int = Field(3, ge=0, le=10, description="Retries after the first attempt, per HTTP request.")
@@ -75,14 +92,17 @@ class ProviderSettings(BaseSettings):
     retry_after_max_s: float = Field(
         120.0, ge=0, le=3600, description="A longer Retry-After gives up at once (RetryableError: queue retries)."
     )
-    provider_connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    provider_connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Connect timeout, seconds.")
     provider_read_timeout_s: float = Field(180.0, gt=0, le=3600, description="Max wait between response bytes.")
     provider_total_timeout_s: float = Field(600.0, gt=0, le=7200, description="Max time of one whole request.")
     speech_max_chars: int = Field(100_000, ge=1, le=10_000_000, description="Longer text is a PayloadError.")
 
     # --- cache and join ----------------------------------------------------------------------
-    provider_cache_enabled: bool = True
-    provider_cache_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "audio-worker-provider-cache")
+    provider_cache_enabled: bool = Field(True, description="Cache paid provider output (never pay twice).")
+    provider_cache_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "audio-worker-provider-cache",
+        description="Cache directory; default $TMPDIR/audio-worker-provider-cache (use a persistent volume).",
+    )
     provider_cache_max_mb: int = Field(2048, ge=0, le=10_000_000, description="0 = no cap; LRU eviction.")
     join_crossfade_ms: int = Field(15, ge=0, le=1000, description="Crossfade between synthesized text parts.")
 
