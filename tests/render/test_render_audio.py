@@ -38,6 +38,7 @@ def assert_loudness(result: RenderResult) -> None:
     assert m.true_peak_dbtp <= result.ceiling_dbtp, m
     assert abs(result.integrated_lufs - m.integrated_lufs) <= 0.2
     assert abs(result.true_peak_dbtp - m.true_peak_dbtp) <= 0.2
+    assert result.on_target
 
 
 def test_binaural_fixed_beat_left_carrier_right_carrier_plus_beat(tmp_path: Path, settings: RenderSettings) -> None:

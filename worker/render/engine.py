@@ -70,6 +70,8 @@ class RenderResult(BaseModel):
     limiter: bool
     passes: int
     render_seconds: float
+    on_target: bool
+    """Master within +-1 LU of the target with true peak at or under the ceiling (measured)."""
 
 
 async def render(
@@ -204,6 +206,7 @@ async def _render(
             limiter=plan.limit_dbtp is not None,
             passes=passes,
             render_seconds=round(time.monotonic() - started, 3),
+            on_target=within_target(measured, target, ceiling, 1.0),
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
