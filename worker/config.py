@@ -7,7 +7,7 @@ the rule it broke.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,10 +37,6 @@ class WorkerSettings(BaseSettings):
     )
     job_timeout_ms: int = Field(
         default=300_000, ge=10_000, le=86_400_000, description="A job's work is stopped after this long."
-    )
-    max_retries: int = Field(default=3, ge=0, le=10, description="Retries of a failed provider/storage call.")
-    retry_delay_ms: int = Field(
-        default=2000, ge=0, le=600_000, description="Base delay of those retries (exponential, jittered)."
     )
     lease_seconds: int = Field(
         default=60, ge=3, le=3600,
@@ -103,9 +99,17 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_worker_settings(**overrides: object) -> WorkerSettings:
-    """Read the environment; exits with status 2 and a message per broken rule when invalid."""
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    """Read ``cls`` from the environment; exits (status 1) with one line per broken rule."""
     try:
-        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)
     except ValidationError as exc:
         raise SystemExit(f"configuration error:\n{describe_validation_error(exc)}") from None
+
+
+def load_worker_settings(**overrides: object) -> WorkerSettings:
+    """The queue side's settings; exits with a message per broken rule when invalid."""
+    return load_settings(WorkerSettings, **overrides)

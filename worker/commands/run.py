@@ -7,16 +7,21 @@ import asyncio
 import sys
 
 from worker.claim_loop import ClaimLoop, StartupError
-from worker.config import load_worker_settings
+from worker.config import load_settings, load_worker_settings
 from worker.db.connect import plan_connections
 from worker.handlers import load_handler
 from worker.logs import setup_logging
+from worker.providers.settings import ProviderSettings
+from worker.render.settings import RenderSettings
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker run", description=__doc__)
     parser.parse_args(argv)
     settings = load_worker_settings()
+    # Every part's settings are checked now, not at the first job that needs them.
+    load_settings(ProviderSettings)
+    load_settings(RenderSettings)
     setup_logging(settings.log_level, settings.log_format, settings.secrets())
     handler = load_handler(settings.job_handler)
     loop = ClaimLoop(settings, handler, plan_connections(settings))
