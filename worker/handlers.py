@@ -49,16 +49,22 @@ class Handler(Protocol):
     def __call__(self, job: Job, ctx: JobContext) -> Awaitable[dict[str, Any]]: ...
 
 
-def load_handler(spec: str) -> Handler:
-    """Import ``module:function``; raises SystemExit with a clear message when it is not there."""
+def load_handler(spec: str) -> tuple[Handler, Callable[[], Awaitable[None]] | None]:
+    """Import ``module:function``; raises SystemExit with a clear message when it is not there.
+
+    Returns the handler and the module's ``async def prepare()`` if it has one: the run command
+    awaits it once before claiming, so a missing tool or setting stops the worker at start (raise
+    SystemExit with the message) instead of failing every job.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise SystemExit(f"JOB_HANDLER: must look like module:function (got {spec!r})")
     try:
-        fn = getattr(import_module(module_name), attr)
+        module = import_module(module_name)
+        fn = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise SystemExit(f"JOB_HANDLER: cannot load {spec!r}: {exc}") from None
-    return fn
+    return fn, getattr(module, "prepare", None)
 
 
 async def noop(job: Job, ctx: JobContext) -> dict[str, Any]:

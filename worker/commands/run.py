@@ -23,7 +23,9 @@ def main(argv: list[str]) -> int:
     load_settings(ProviderSettings)
     load_settings(RenderSettings)
     setup_logging(settings.log_level, settings.log_format, settings.secrets())
-    handler = load_handler(settings.job_handler)
+    handler, prepare = load_handler(settings.job_handler)
+    if prepare is not None:
+        asyncio.run(prepare())
     loop = ClaimLoop(settings, handler, plan_connections(settings))
     try:
         return asyncio.run(loop.run())
