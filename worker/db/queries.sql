@@ -34,3 +34,6 @@ select to_regclass('audio_queue.schema_migrations') is not null;
 
 -- name: get_job
 select * from audio_queue.jobs where id = %(job_id)s;
+
+-- name: queue_stats
+select * from audio_queue.queue_stats();
