@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 from loguru import logger
 
+from worker.completions import CompletionBatcher
 from worker.config import WorkerSettings
 from worker.db import queue
 from worker.db.connect import ConnectionPlan, make_pool, safe_dsn
@@ -68,6 +69,10 @@ class ClaimLoop:
         self.abandoning = False
         self.give_up_at: float | None = None  # during shutdown, database retries stop here
         self.log = logger.bind(worker_id=self.worker_id)
+        self.completions = CompletionBatcher(
+            send_many=lambda done: self.db(queue.complete_jobs, done),
+            send_one=lambda job, result: self.db(queue.complete_job, job, result=result),
+        )
 
     # -- database calls -------------------------------------------------------------------------
 
@@ -298,7 +303,7 @@ class ClaimLoop:
         elif exc is None:
             result = work.result()
             try:
-                ok = await self.db(queue.complete_job, job, result=result)
+                ok = await self.completions.complete(job, result)
             except TypeError as terr:  # result not JSON-able: a handler bug, not the job's fault
                 error, retryable = f"handler returned a result that is not JSON: {terr}", False
             else:

@@ -293,3 +293,17 @@ def test_functions_are_not_executable_by_public_and_rls_is_on(conn, db_url):
     finally:
         conn.execute(f"revoke all on schema audio_queue from {role}")
         conn.execute(f"drop role {role}")
+
+
+def test_complete_jobs_batches_with_the_same_fencing(conn):
+    ids = [enqueue(conn, {"i": i}) for i in range(3)]
+    rows = {r["id"]: r for r in claim(conn, limit=3)}
+    stale = uuid.uuid4()
+    oks = scalar(conn, "select audio_queue.complete_jobs(%s, %s, %s::jsonb[])", ids,
+                 [rows[ids[0]]["lease_id"], stale, rows[ids[2]]["lease_id"]],
+                 [json.dumps({"mp3_url": f"u{i}"}) for i in range(3)])
+    assert oks == [True, False, True]
+    assert [job(conn, i)["status"] for i in ids] == ["completed", "processing", "completed"]
+    assert job(conn, ids[2])["mp3_url"] == "u2"
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="same length"):
+        conn.execute("select audio_queue.complete_jobs(%s, %s, %s::jsonb[])", (ids, [stale], ["{}"]))

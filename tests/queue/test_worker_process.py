@@ -201,3 +201,13 @@ def test_transaction_pooler_mode_says_so_and_still_works_by_polling(conn, fleet)
     (jid,) = enqueue(conn, {"sleep_ms": 10})
     wait_until(lambda: job(conn, jid)["status"] == "completed", timeout=10, what="completion by polling")
     assert "LISTEN unavailable" in w.log
+
+
+def test_a_result_that_is_not_json_fails_only_its_own_job(conn, fleet):
+    good = enqueue(conn, {"sleep_ms": 200}, n=5)
+    (bad,) = enqueue(conn, {"sleep_ms": 200, "fail": "notjson"})
+    fleet.start(MAX_CONCURRENT_JOBS=6)
+    wait_until(lambda: all_finished(conn), timeout=20, what="all jobs")
+    assert all(job(conn, g)["status"] == "completed" for g in good)
+    row = job(conn, bad)
+    assert row["status"] == "failed" and row["error_message"].startswith("handler returned a result that is not JSON")

@@ -35,5 +35,8 @@ select to_regclass('audio_queue.schema_migrations') is not null;
 -- name: get_job
 select * from audio_queue.jobs where id = %(job_id)s;
 
+-- name: complete_jobs
+select audio_queue.complete_jobs(%(job_ids)s, %(lease_ids)s, %(results)s::jsonb[]);
+
 -- name: queue_stats
 select * from audio_queue.queue_stats();

@@ -66,6 +66,14 @@ async def complete_job(conn: AsyncConnection, job: Job, *, result: dict[str, Any
         "lease_id": job.lease_id, "retryable": retryable}))
 
 
+async def complete_jobs(conn: AsyncConnection, done: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
+    """Record many successes in one transaction; each element as :func:`complete_job` would."""
+    oks = await _scalar(conn, "complete_jobs", {
+        "job_ids": [j.id for j, _ in done], "lease_ids": [j.lease_id for j, _ in done],
+        "results": [Jsonb(r) for _, r in done]})
+    return [bool(x) for x in oks]
+
+
 async def release_job(conn: AsyncConnection, job: Job) -> bool:
     """Hand the job back unfinished without spending an attempt (or end it if a cancel was asked)."""
     return bool(await _scalar(conn, "release_job", {"job_id": job.id, "lease_id": job.lease_id}))
