@@ -51,7 +51,7 @@ class WorkerSettings(BaseSettings):
         description="On SIGTERM, running jobs get this long to finish before they are released.",
     )
     job_handler: str = Field(
-        default="worker.handlers:noop",
+        default="worker.pipeline:render_job",
         description="module:function that does a job's work (see worker/handlers.py).",
     )
     worker_id: str | None = Field(

@@ -1,0 +1,204 @@
+"""The job pipeline (``JOB_HANDLER=worker.pipeline:render_job``, the default).
+
+One job: validate the spec -> fetch each speech/music layer's audio (providers, storage, URL) ->
+render master + MP3 preview (ffmpeg) -> upload both -> return the result the claim loop completes
+the job with. Progress: fetching 0-30 (split across input layers), render 30-90, upload 90-100;
+stages ``tts``/``generate``/``fetch``, ``render``, ``upload``.
+
+Failures are ``worker.errors`` classes, so the claim loop routes them: spec errors and permanent
+provider/storage errors fail the job at once, transient ones are retried with backoff. Uploaded
+objects are registered with ``ctx.on_discard`` before each upload starts, so a failed job or a
+refused completion leaves nothing in storage. The job's temp dir is removed whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from worker import logs
+from worker.config import load_settings
+from worker.db.queue import Job
+from worker.errors import JobError, PayloadError, PermanentError, RetryableError
+from worker.handlers import JobContext
+from worker.inputs import fetch_input, stage_of
+from worker.providers import ProviderSettings
+from worker.render import RenderResult, RenderSettings, parse_spec, render
+from worker.storage import Storage, StorageSettings, StoredObject
+from worker.toolcheck import check_tools
+
+T = TypeVar("T")
+
+FETCH_END, RENDER_END = 30.0, 90.0  # progress at the end of the fetch and render stages
+PREVIEW_MARK = 95.0  # progress once the master is stored
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything a job needs from the environment, read and validated once."""
+
+    render: RenderSettings
+    providers: ProviderSettings
+    storage: Storage
+
+
+_config: PipelineConfig | None = None
+_late_cleanups: set[asyncio.Task[None]] = set()  # deletions running after a cancelled upload
+
+
+def load_config() -> PipelineConfig:
+    """Read the render, provider and storage settings; exits naming each broken variable."""
+    return PipelineConfig(render=load_settings(RenderSettings), providers=load_settings(ProviderSettings),
+                          storage=Storage(load_settings(StorageSettings)))
+
+
+def config() -> PipelineConfig:
+    """The process-wide configuration (loaded on first use when prepare() did not run)."""
+    global _config
+    if _config is None:
+        _config = load_config()
+    return _config
+
+
+async def prepare() -> None:
+    """Start-up check (``python -m worker run`` awaits it before claiming): settings valid, storage
+    credentials present, ffmpeg/ffprobe present with every filter and encoder the engine uses.
+    Raises SystemExit with one line per problem."""
+    global _config
+    cfg = load_config()
+    problems = await asyncio.to_thread(check_tools, cfg.render.ffmpeg_path, cfg.render.ffprobe_path)
+    s = cfg.storage.settings
+    if not s.storage_s3_access_key_id or not s.storage_s3_secret_access_key.get_secret_value():
+        problems.append("storage credentials missing: set STORAGE_S3_ACCESS_KEY_ID and "
+                        "STORAGE_S3_SECRET_ACCESS_KEY (Supabase Dashboard -> Storage -> S3 Connection)")
+    if problems:
+        raise SystemExit("worker: cannot start:\n" + "\n".join(problems))
+    _register_secrets(cfg)
+    _config = cfg
+    logger.info("pipeline ready: ffmpeg {}, storage {} (masters -> {}, previews -> {})",
+                cfg.render.ffmpeg_path, s.endpoint, s.master_bucket, s.preview_bucket)
+
+
+def _register_secrets(cfg: PipelineConfig) -> None:
+    """Mask provider keys and the storage secret in every log line, like the database password."""
+    extra = [*cfg.providers.secrets(), cfg.storage.settings.storage_s3_secret_access_key.get_secret_value()]
+    merged = {*logs._secrets, *(x for x in extra if x)}  # noqa: SLF001 - the logger's redaction list
+    logs._secrets[:] = sorted(merged, key=len, reverse=True)  # noqa: SLF001
+
+
+async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
+    """Render and publish one job; returns its result (URLs, sizes, duration, loudness)."""
+    cfg = config()
+    spec = parse_spec(job.payload, cfg.render)
+    tmp_parent = cfg.render.tmp_dir
+    if tmp_parent is not None:
+        tmp_parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_parent))
+    try:
+        inputs = await _fetch_inputs(spec.input_layers(), work / "inputs", cfg, ctx)
+
+        ctx.report(FETCH_END, "render")
+        span = RENDER_END - FETCH_END
+        result = await render(spec, inputs, work / "out", settings=cfg.render,
+                              on_progress=lambda p: ctx.report(FETCH_END + span * p / 100))
+
+        ctx.report(RENDER_END, "upload")
+        master, preview = await _upload(job, result, cfg.storage, ctx)
+        ctx.report(99)
+        return build_result(result, master, preview)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+
+
+async def _fetch_inputs(layers: list[Any], out_dir: Path, cfg: PipelineConfig,
+                        ctx: JobContext) -> dict[str, Path]:
+    """Each input layer's audio file, fetched in spec order; progress 0-30 shared among them."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs: dict[str, Path] = {}
+    share = FETCH_END / max(len(layers), 1)
+    for i, layer in enumerate(layers):
+        ctx.report(i * share, stage_of(layer))
+        try:
+            inputs[layer.key] = await fetch_input(layer, out_dir, providers=cfg.providers, storage=cfg.storage)
+        except PayloadError:
+            raise
+        except JobError as exc:  # say which layer failed; keep the class (retryable or not)
+            cls = RetryableError if exc.retryable else PermanentError
+            raise cls(f"{layer.key}: {exc}") from None
+        ctx.report((i + 1) * share)
+    return inputs
+
+
+async def _upload(job: Job, result: RenderResult, storage: Storage,
+                  ctx: JobContext) -> tuple[StoredObject, StoredObject]:
+    """Upload master then preview. Both keys are registered for deletion on discard before the
+    first byte is sent, so a failure or cancel between the uploads leaves nothing behind."""
+    s = storage.settings
+    stamp = time.time_ns() // 1_000_000
+    plan = [
+        (result.master, s.master_bucket, storage.object_key(str(job.id), result.master.suffix, timestamp_ms=stamp)),
+        (result.preview, s.preview_bucket, storage.object_key(str(job.id), "mp3", timestamp_ms=stamp)),
+    ]
+    handles = [StoredObject(bucket=b, key=k, size=0, sha256="", content_type="", url="") for _, b, k in plan]
+
+    async def discard() -> None:
+        logger.info("discarding uploaded objects: {}", ", ".join(f"{h.bucket}/{h.key}" for h in handles))
+        await asyncio.to_thread(storage.delete_objects, handles)
+
+    ctx.on_discard(discard)
+    stored: list[StoredObject] = []
+    for n, (path, bucket, key) in enumerate(plan):
+        stored.append(await _uninterruptible(
+            lambda p=path, b=bucket, k=key: storage.upload_file(p, bucket=b, key=k), handles, storage))
+        ctx.report(PREVIEW_MARK if n == 0 else None)
+    return stored[0], stored[1]
+
+
+async def _uninterruptible(fn: Callable[[], T], handles: list[StoredObject], storage: Storage) -> T:
+    """Run a blocking upload in a thread. A thread cannot be stopped: if the job is cancelled
+    meanwhile, the upload may still land after the claim loop's cleanup ran, so the objects are
+    deleted again once the thread ends."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+
+        def late_cleanup(_: asyncio.Future[T]) -> None:
+            task = loop.create_task(asyncio.to_thread(storage.delete_objects, handles))
+            _late_cleanups.add(task)
+            task.add_done_callback(_late_cleanups.discard)
+
+        fut.add_done_callback(late_cleanup)
+        raise
+
+
+def build_result(r: RenderResult, master: StoredObject, preview: StoredObject) -> dict[str, Any]:
+    """The job's result. ``wav_url`` keeps its column's name even for a FLAC master."""
+    details = r.model_dump(mode="json", exclude={"master", "preview"})
+    return {
+        "wav_url": master.url,
+        "master_url": master.url,
+        "mp3_url": preview.url,
+        "result_url": preview.url,
+        "master": master.model_dump(mode="json"),
+        "preview": preview.model_dump(mode="json"),
+        "duration_s": r.duration_s,
+        "sample_rate": r.sample_rate,
+        "loudness": {
+            "integrated_lufs": r.integrated_lufs,
+            "true_peak_dbtp": r.true_peak_dbtp,
+            "lra": r.lra,
+            "target_lufs": r.target_lufs,
+            "on_target": r.on_target,
+        },
+        "render": details,
+    }
