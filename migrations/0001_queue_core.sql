@@ -411,27 +411,21 @@ end;
 $$;
 
 
--- Privileges: the functions are for the worker's role and trusted server code only.
-revoke all on function audio_queue.enqueue_job(jsonb, integer, timestamptz, text, integer, uuid, uuid) from public;
-revoke all on function audio_queue.get_next_pending_job(text, integer, integer) from public;
-revoke all on function audio_queue.update_job_progress(uuid, integer, text, uuid) from public;
-revoke all on function audio_queue.complete_job(uuid, jsonb, text, uuid, boolean) from public;
-revoke all on function audio_queue.release_job(uuid, uuid) from public;
-revoke all on function audio_queue.cancel_job(uuid) from public;
-revoke all on function audio_queue.reset_stuck_jobs(interval) from public;
-revoke all on function audio_queue.touch_updated_at() from public;
-revoke all on function audio_queue.notify_new_jobs() from public;
-
-do $$
+-- Privileges: the queue's functions are for the worker's role and trusted server code only.
+-- Every migration ends with `call audio_queue.apply_privileges();` so functions it adds are
+-- locked down the same way.
+create procedure audio_queue.apply_privileges()
+language plpgsql set search_path = '' as $$
 declare
     r text;
 begin
+    revoke all on all functions in schema audio_queue from public;
     -- Supabase: the API roles get nothing here; service_role (server-side code) may use the queue.
     foreach r in array array['anon', 'authenticated'] loop
         if exists (select 1 from pg_roles where rolname = r) then
             execute format('revoke all on schema audio_queue from %I', r);
             execute format('revoke all on all tables in schema audio_queue from %I', r);
-            execute format('revoke all on all functions in schema audio_queue from %I', r);
+            execute format('revoke all on all routines in schema audio_queue from %I', r);
         end if;
     end loop;
     if exists (select 1 from pg_roles where rolname = 'service_role') then
@@ -441,6 +435,9 @@ begin
     end if;
 end;
 $$;
+
+revoke all on procedure audio_queue.apply_privileges() from public;
+call audio_queue.apply_privileges();
 
 insert into audio_queue.schema_migrations (version, name) values (1, '0001_queue_core')
 on conflict (version) do nothing;

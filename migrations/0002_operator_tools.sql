@@ -80,24 +80,7 @@ begin
 end;
 $$;
 
-revoke all on function audio_queue.queue_stats() from public;
-revoke all on function audio_queue.requeue_jobs(uuid, interval) from public;
-revoke all on function audio_queue.purge_finished_jobs(interval) from public;
-
-do $$
-declare
-    r text;
-begin
-    foreach r in array array['anon', 'authenticated'] loop
-        if exists (select 1 from pg_roles where rolname = r) then
-            execute format('revoke all on all functions in schema audio_queue from %I', r);
-        end if;
-    end loop;
-    if exists (select 1 from pg_roles where rolname = 'service_role') then
-        grant execute on all functions in schema audio_queue to service_role;
-    end if;
-end;
-$$;
+call audio_queue.apply_privileges();
 
 insert into audio_queue.schema_migrations (version, name) values (2, '0002_operator_tools')
 on conflict (version) do nothing;

@@ -26,21 +26,7 @@ begin
 end;
 $$;
 
-revoke all on function audio_queue.complete_jobs(uuid[], uuid[], jsonb[]) from public;
-
-do $$
-begin
-    if exists (select 1 from pg_roles where rolname = 'anon') then
-        revoke all on function audio_queue.complete_jobs(uuid[], uuid[], jsonb[]) from anon;
-    end if;
-    if exists (select 1 from pg_roles where rolname = 'authenticated') then
-        revoke all on function audio_queue.complete_jobs(uuid[], uuid[], jsonb[]) from authenticated;
-    end if;
-    if exists (select 1 from pg_roles where rolname = 'service_role') then
-        grant execute on function audio_queue.complete_jobs(uuid[], uuid[], jsonb[]) to service_role;
-    end if;
-end;
-$$;
+call audio_queue.apply_privileges();
 
 insert into audio_queue.schema_migrations (version, name) values (3, '0003_batch_completion')
 on conflict (version) do nothing;

@@ -89,8 +89,11 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per broken rule: ``MAX_CONCURRENT_JOBS: must be <= 10 (got '12')``."""
     lines = []
     for err in exc.errors():
-        name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
-        msg = err["msg"]
+        name = "_".join(str(p) for p in err["loc"]).upper()
+        msg = err["msg"].removeprefix("Value error, ")
+        if not name:  # a rule across several variables: its message names them
+            lines.append(msg)
+            continue
         msg = msg.replace("Input should be", "must be").replace("Field required", "is required but not set")
         got = err.get("input")
         # Never echo a value that could be a secret.

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_worker(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", "run"], cwd=REPO, env={"PATH": "/usr/bin:/bin", **env},
+    return subprocess.run([sys.executable, "-m", "worker", "run"], cwd=REPO, env={"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.handlers:noop", **env},
                           capture_output=True, text=True, timeout=timeout)
 
 
