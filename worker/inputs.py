@@ -91,7 +91,7 @@ def download_object(storage: Storage, path: str, out_dir: Path, field: str) -> P
     attempts = storage.settings.storage_upload_attempts
     for attempt in range(1, attempts + 1):
         try:
-            storage._s3.download_file(bucket, key, str(dest))  # noqa: SLF001 - Storage has no download API
+            storage._s3.download_file(bucket, key, str(dest))
             return dest
         except Exception as exc:  # noqa: BLE001 - classified below
             dest.unlink(missing_ok=True)
@@ -119,23 +119,25 @@ async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = 
     host = parsed.host
     timeout = httpx.Timeout(timeout_s, connect=DOWNLOAD_CONNECT_TIMEOUT_S)
     try:
-        async with asyncio.timeout(timeout_s), httpx.AsyncClient(timeout=timeout, follow_redirects=True,
-                                                                 max_redirects=5) as client:
-            async with client.stream("GET", url) as resp:
-                if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
-                    raise RetryableError(f"{field}: {host} answered HTTP {resp.status_code}")
-                if resp.status_code >= 400:
-                    raise PayloadError(field, f"download failed: {host} answered HTTP {resp.status_code}")
-                declared = int(resp.headers.get("content-length") or 0)
-                if declared > max_bytes:
-                    raise PayloadError(field, f"file is larger than {max_bytes // (1024 * 1024)} MiB")
-                size = 0
-                with dest.open("wb") as file:
-                    async for chunk in resp.aiter_bytes(1 << 16):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise PayloadError(field, f"file is larger than {max_bytes // (1024 * 1024)} MiB")
-                        file.write(chunk)
+        async with (
+            asyncio.timeout(timeout_s),
+            httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=5) as client,
+            client.stream("GET", url) as resp,
+        ):
+            if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
+                raise RetryableError(f"{field}: {host} answered HTTP {resp.status_code}")
+            if resp.status_code >= 400:
+                raise PayloadError(field, f"download failed: {host} answered HTTP {resp.status_code}")
+            declared = int(resp.headers.get("content-length") or 0)
+            if declared > max_bytes:
+                raise PayloadError(field, f"file is larger than {max_bytes // (1024 * 1024)} MiB")
+            size = 0
+            with dest.open("wb") as file:
+                async for chunk in resp.aiter_bytes(1 << 16):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PayloadError(field, f"file is larger than {max_bytes // (1024 * 1024)} MiB")
+                    file.write(chunk)
     except (PayloadError, RetryableError):
         dest.unlink(missing_ok=True)
         raise

@@ -17,7 +17,6 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,8 +89,8 @@ async def prepare() -> None:
 def _register_secrets(cfg: PipelineConfig) -> None:
     """Mask provider keys and the storage secret in every log line, like the database password."""
     extra = [*cfg.providers.secrets(), cfg.storage.settings.storage_s3_secret_access_key.get_secret_value()]
-    merged = {*logs._secrets, *(x for x in extra if x)}  # noqa: SLF001 - the logger's redaction list
-    logs._secrets[:] = sorted(merged, key=len, reverse=True)  # noqa: SLF001
+    merged = {*logs._secrets, *(x for x in extra if x)}
+    logs._secrets[:] = sorted(merged, key=len, reverse=True)
 
 
 async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
@@ -102,6 +101,7 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     if tmp_parent is not None:
         tmp_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_parent))
+    in_flight: list[asyncio.Future[Any]] = []  # an upload thread, which outlives a cancel
     try:
         inputs = await _fetch_inputs(spec.input_layers(), work / "inputs", cfg, ctx)
 
@@ -111,11 +111,12 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
                               on_progress=lambda p: ctx.report(FETCH_END + span * p / 100))
 
         ctx.report(RENDER_END, "upload")
-        master, preview = await _upload(job, result, cfg.storage, ctx)
+        master, preview = await _upload(job, result, cfg.storage, ctx, work, in_flight)
         ctx.report(99)
         return build_result(result, master, preview)
     finally:
-        await asyncio.to_thread(shutil.rmtree, work, True)
+        if not (in_flight and not in_flight[-1].done()):  # else removed once the thread ends
+            await asyncio.to_thread(shutil.rmtree, work, True)
 
 
 async def _fetch_inputs(layers: list[Any], out_dir: Path, cfg: PipelineConfig,
@@ -137,8 +138,8 @@ async def _fetch_inputs(layers: list[Any], out_dir: Path, cfg: PipelineConfig,
     return inputs
 
 
-async def _upload(job: Job, result: RenderResult, storage: Storage,
-                  ctx: JobContext) -> tuple[StoredObject, StoredObject]:
+async def _upload(job: Job, result: RenderResult, storage: Storage, ctx: JobContext, work: Path,
+                  in_flight: list[asyncio.Future[Any]]) -> tuple[StoredObject, StoredObject]:
     """Upload master then preview. Both keys are registered for deletion on discard before the
     first byte is sent, so a failure or cancel between the uploads leaves nothing behind."""
     s = storage.settings
@@ -156,24 +157,31 @@ async def _upload(job: Job, result: RenderResult, storage: Storage,
     ctx.on_discard(discard)
     stored: list[StoredObject] = []
     for n, (path, bucket, key) in enumerate(plan):
-        stored.append(await _uninterruptible(
-            lambda p=path, b=bucket, k=key: storage.upload_file(p, bucket=b, key=k), handles, storage))
+        fut = asyncio.ensure_future(asyncio.to_thread(storage.upload_file, path, bucket=bucket, key=key))
+        in_flight.append(fut)
+        stored.append(await _uninterruptible(fut, handles, storage, work))
         ctx.report(PREVIEW_MARK if n == 0 else None)
     return stored[0], stored[1]
 
 
-async def _uninterruptible(fn: Callable[[], T], handles: list[StoredObject], storage: Storage) -> T:
-    """Run a blocking upload in a thread. A thread cannot be stopped: if the job is cancelled
-    meanwhile, the upload may still land after the claim loop's cleanup ran, so the objects are
-    deleted again once the thread ends."""
-    fut = asyncio.ensure_future(asyncio.to_thread(fn))
+async def _uninterruptible(fut: asyncio.Future[T], handles: list[StoredObject], storage: Storage,
+                           work: Path) -> T:
+    """Await an upload running in a thread. A thread cannot be stopped: if the job is cancelled
+    meanwhile, the upload may still land after the claim loop's cleanup ran, so once the thread
+    ends the objects are deleted again and the job's temp dir (which it reads) is removed."""
     try:
         return await asyncio.shield(fut)
     except asyncio.CancelledError:
         loop = asyncio.get_running_loop()
 
-        def late_cleanup(_: asyncio.Future[T]) -> None:
-            task = loop.create_task(asyncio.to_thread(storage.delete_objects, handles))
+        async def cleanup() -> None:
+            await asyncio.to_thread(storage.delete_objects, handles)
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+        def late_cleanup(done: asyncio.Future[T]) -> None:
+            if not done.cancelled():
+                done.exception()  # retrieved: the attempt is over, its outcome is moot
+            task = loop.create_task(cleanup())
             _late_cleanups.add(task)
             task.add_done_callback(_late_cleanups.discard)
 
