@@ -101,7 +101,8 @@ def main(argv: list[str]) -> int:
             say(f"kept: database {env.database_url}, worker log in {work}")
             if env.databases is not None and env.databases.cluster is not None:
                 c = env.databases.cluster
-                say(f"kept: PostgreSQL cluster pid {c.pid}; stop it with: pg_ctl -D {c.data} stop")
+                as_user = f"runuser -u {c.user} -- " if c.user else ""
+                say(f"kept: PostgreSQL cluster pid {c.pid}; stop it with: {as_user}{c.pg_ctl} -D {c.data} stop")
         else:
             import shutil
 
