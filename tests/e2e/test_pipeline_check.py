@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def worker(command: str, env: dict[str, str], timeout: float = 45) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", command], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "worker", command], cwd=REPO, capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin", **env}, timeout=timeout)
 
 
