@@ -11,6 +11,9 @@ SQL functions, called through ``worker.db.queue``. What it adds is timing:
 - every RESCUE_INTERVAL_SECONDS, one worker of the fleet (advisory lock) runs reset_stuck_jobs;
 - on SIGTERM/SIGINT stops claiming, gives running jobs SHUTDOWN_GRACE_SECONDS, releases the rest;
 - survives database connection loss: every call is retried on a fresh connection with backoff.
+
+Each recorded outcome goes to ``worker.observe.Observer`` (metrics, completion webhook); with
+HEALTH_PORT/PORT it also serves /healthz and /metrics.
 """
 
 from __future__ import annotations
@@ -36,12 +39,16 @@ from worker.db.migrate import required_version, schema_problem
 from worker.errors import JobError, PayloadError, PermanentError
 from worker.handlers import Handler, JobContext
 from worker.logs import redact
+from worker.observe import db as observe_db
+from worker.observe.http import DB_CHECK_S, HealthSource
+from worker.observe.observer import Observer
 
 T = TypeVar("T")
 
 PROGRESS_INTERVAL_S = 1.0  # progress is sent at most this often (heartbeats are rarer)
 ABANDON_WAIT_S = 5.0  # how long a cancelled handler gets to clean up its children
 STARTUP_WAIT_S = 10.0  # how long start-up waits for the database before giving up (Heroku restarts us)
+HEALTH_STALE_MIN_S = 30.0  # /healthz fails when the loop has not iterated for max(this, 2 poll intervals)
 
 
 def new_worker_id(prefix: str | None = None) -> str:
@@ -69,6 +76,8 @@ class ClaimLoop:
         self.abandoning = False
         self.give_up_at: float | None = None  # during shutdown, database retries stop here
         self.log = logger.bind(worker_id=self.worker_id)
+        self.observer = Observer(settings)
+        self.last_loop = time.monotonic()  # the claim loop's last iteration, for /healthz
         self.completions = CompletionBatcher(
             send_many=lambda done: self.db(queue.complete_jobs, done),
             send_one=lambda job, result: self.db(queue.complete_job, job, result=result),
@@ -127,6 +136,11 @@ class ClaimLoop:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         await self.start()
+        try:
+            await self.observer.start(self._health_source())
+        except OSError as exc:
+            await self.pool.close()
+            raise StartupError(f"cannot serve the health endpoint on {self.observer.bind}: {exc}") from None
         helpers = [asyncio.create_task(self._listen(), name="listen"),
                    asyncio.create_task(self._rescue(), name="rescue")]
         try:
@@ -139,6 +153,7 @@ class ClaimLoop:
         poll_s = self.settings.poll_interval_ms / 1000
         backoff = 0.1
         while not self.stopping.is_set():
+            self.last_loop = time.monotonic()
             self.wake.clear()
             free = self.settings.max_concurrent_jobs - len(self.running)
             jobs: list[queue.Job] = []
@@ -146,6 +161,7 @@ class ClaimLoop:
                 try:
                     jobs = await self.db(queue.claim_jobs, self.worker_id, free, self.settings.lease_seconds)
                     backoff = 0.1
+                    self.observer.claimed(len(jobs))
                 except Exception as exc:  # never let the loop die: log, back off, carry on
                     self.log.error("claim failed: {}", redact(str(exc).strip()))
                     await asyncio.sleep(backoff)
@@ -157,8 +173,8 @@ class ClaimLoop:
                     task.add_done_callback(lambda _t, jid=job.id: self._slot_freed(jid))
                 if jobs and len(jobs) == free:
                     continue  # maybe more waiting: claim again as soon as a slot frees
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=None if free <= 0 else poll_s)
+            try:  # with every slot busy, still iterate each poll interval: /healthz watches last_loop
+                await asyncio.wait_for(self.wake.wait(), timeout=poll_s)
             except TimeoutError:
                 pass
 
@@ -180,8 +196,23 @@ class ClaimLoop:
                     w.cancel()
                 await asyncio.wait(pending, timeout=ABANDON_WAIT_S + 2)
         await asyncio.gather(*helpers, return_exceptions=True)
+        await self.observer.close(wait_s=self.give_up_at - time.monotonic())
         await self.pool.close()
         self.log.info("stopped")
+
+    def _health_source(self) -> HealthSource:
+        async def ping() -> None:
+            async with self.pool.connection(timeout=DB_CHECK_S) as conn:
+                await observe_db.ping(conn)
+
+        async def depth() -> tuple[dict[str, int], float]:
+            async with self.pool.connection(timeout=DB_CHECK_S) as conn:
+                return await observe_db.queue_depth(conn)
+
+        return HealthSource(worker_id=self.worker_id, last_loop=lambda: self.last_loop,
+                            stale_after_s=max(2 * self.settings.poll_interval_ms / 1000, HEALTH_STALE_MIN_S),
+                            running_jobs=lambda: len(self.running), stopping=self.stopping.is_set,
+                            ping=ping, queue_depth=depth)
 
     # -- background helpers ------------------------------------------------------------------------
 
@@ -289,12 +320,20 @@ class ClaimLoop:
             released = await self.db(queue.release_job, job)
             self.log.info("job {} after {:.2f}s: {}", "released" if outcome == "abandoned" else "stopped",
                           elapsed, "handed back to the queue" if released else "it is no longer ours")
+            if released:  # handed back, or ended by release_job because a cancel was requested
+                await self._observe_released(job, ctx, elapsed)
+            else:
+                self._observe(job, "refused", elapsed, ctx)
             return
         if outcome == "timeout":
             await self._discard(ctx)
             msg = f"timed out after {self.settings.job_timeout_ms} ms (JOB_TIMEOUT_MS)"
-            await self.db(queue.complete_job, job, error=msg, retryable=True)
+            ok = await self.db(queue.complete_job, job, error=msg, retryable=True)
             self.log.warning("job {}", msg)
+            if ok:
+                self._observe(job, "timeout", elapsed, ctx, error=msg)
+            else:
+                await self._observe_refused(job, ctx, elapsed)
             return
 
         exc = work.exception() if not work.cancelled() else None
@@ -309,9 +348,11 @@ class ClaimLoop:
             else:
                 if ok:
                     self.log.info("job completed in {:.2f}s (attempt {})", elapsed, job.attempts)
+                    self._observe(job, "completed", elapsed, ctx, result=result)
                 else:
                     await self._discard(ctx)
                     self.log.warning("completion refused (lease lost or job cancelled): work discarded")
+                    await self._observe_refused(job, ctx, elapsed)
                 return
         elif isinstance(exc, JobError):
             error, retryable = str(exc), exc.retryable
@@ -320,8 +361,44 @@ class ClaimLoop:
             self.log.opt(exception=exc).error("handler raised {}", type(exc).__name__)
         error = redact(error)
         await self._discard(ctx)
-        await self.db(queue.complete_job, job, error=error, retryable=retryable)
+        ok = await self.db(queue.complete_job, job, error=error, retryable=retryable)
         kind = "payload rejected" if isinstance(exc, PayloadError) else (
             "failed permanently" if isinstance(exc, PermanentError) or not retryable else "failed (retryable)")
         self.log.warning("job {} after {:.2f}s (attempt {}/{}): {}", kind, elapsed, job.attempts,
                          job.max_attempts, error)
+        if ok:
+            again = retryable and job.attempts < job.max_attempts  # complete_job's own rule
+            self._observe(job, "retrying" if again else "failed", elapsed, ctx, error=error)
+        else:
+            await self._observe_refused(job, ctx, elapsed)
+
+    # -- outcomes for observability (metrics, webhook): never allowed to fail a job ----------------
+
+    def _observe(self, job: queue.Job, outcome: str, elapsed: float, ctx: JobContext, **kw: Any) -> None:
+        try:
+            self.observer.job_finished(job, outcome, elapsed, ctx, **kw)
+        except Exception as exc:
+            self.log.opt(exception=exc).error("observer failed on outcome {}: {}", outcome, redact(str(exc)))
+
+    async def _final_row(self, job: queue.Job) -> dict[str, Any] | None:
+        """The job's row, to tell a cancel from a lost lease; None when not needed or not readable."""
+        if not self.observer.wants_final_row:
+            return None
+        try:
+            return await self.db(observe_db.job_row, job.id, until=time.monotonic() + DB_CHECK_S)
+        except Exception as exc:
+            self.log.warning("could not read the job's final state: {}", redact(str(exc).strip()))
+            return None
+
+    async def _observe_refused(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
+        """complete_job said no: cancelled under our lease, or no longer ours (refused)."""
+        row = await self._final_row(job)
+        cancelled = row is not None and row["status"] == "cancelled" and row["lease_id"] == job.lease_id
+        self._observe(job, "cancelled" if cancelled else "refused", elapsed, ctx, row=row if cancelled else None)
+
+    async def _observe_released(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
+        """release_job took it back: pending again (released), or cancelled because a cancel was asked."""
+        row = await self._final_row(job)
+        cancelled = (row is not None and row["status"] == "cancelled"
+                     and row["error_message"] == "cancelled while processing" and row["lease_id"] is None)
+        self._observe(job, "cancelled" if cancelled else "released", elapsed, ctx, row=row if cancelled else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PoolMode = Literal["auto", "direct", "session", "transaction"]
@@ -61,6 +61,35 @@ class WorkerSettings(BaseSettings):
         default="info", description="Lowest level logged (warn = warning)."
     )
     log_format: Literal["text", "json"] = Field(default="text", description="json writes one JSON object per line, for log drains.")
+    health_port: int | None = Field(
+        default=None, ge=0, le=65535,
+        description="Serve /healthz and /metrics (Prometheus) on this port (0: any free port, logged); unset: "
+        "PORT if set (web dyno), else no endpoint and no metrics.",
+    )
+    port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="Set by Heroku on web dynos only; used for the health endpoint (bound to 0.0.0.0) when "
+        "HEALTH_PORT is unset.",
+    )
+    health_host: str = Field(
+        default="127.0.0.1",
+        description="Address the health endpoint binds with HEALTH_PORT (0.0.0.0 to expose it); with PORT "
+        "alone it is 0.0.0.0.",
+    )
+    webhook_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="POST a JSON notice here when a job ends (completed, failed, cancelled); never delays the queue.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs each webhook: X-Audio-Worker-Signature = sha256=HMAC-SHA256(secret, "
+        "timestamp + '.' + body).",
+    )
+    webhook_timeout_s: float = Field(default=5, ge=0.5, le=60, description="Timeout of one webhook attempt.")
+    webhook_attempts: int = Field(
+        default=3, ge=1, le=10,
+        description="Webhook tries (backoff 1 s, 2 s, 4 s ... between them) until a 2xx answer.",
+    )
 
     @model_validator(mode="after")
     def _normalise(self) -> WorkerSettings:
@@ -82,7 +111,17 @@ class WorkerSettings(BaseSettings):
                 pw = password_of(url.get_secret_value())
                 if pw:
                     out.append(pw)
+        if self.webhook_secret is not None and self.webhook_secret.get_secret_value():
+            out.append(self.webhook_secret.get_secret_value())
         return out
+
+    def health_bind(self) -> tuple[str, int] | None:
+        """(host, port) of the health/metrics endpoint, or None when it is off."""
+        if self.health_port is not None:
+            return self.health_host, self.health_port
+        if self.port is not None:
+            return "0.0.0.0", self.port  # a web dyno: the router reaches us from outside
+        return None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -32,13 +33,27 @@ class JobContext:
     progress: int = 0
     stage: str | None = None
     discards: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Seconds spent in each stage so far (a stage entered twice adds up); see stage_durations().
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    _stage_since: float = field(default=0.0, repr=False)
 
     def report(self, progress: float | None = None, stage: str | None = None) -> None:
         """Record progress (0-100) and/or the current stage; sent with the next heartbeat."""
         if progress is not None:
             self.progress = max(0, min(100, int(progress)))
-        if stage is not None:
-            self.stage = stage
+        if stage is not None and stage != self.stage:
+            now = time.monotonic()
+            if self.stage is not None:
+                self.stage_seconds[self.stage] = self.stage_seconds.get(self.stage, 0.0) + now - self._stage_since
+            self.stage, self._stage_since = stage, now
+
+    def stage_durations(self) -> dict[str, float]:
+        """Time per stage, counting the current stage up to now (call when the work has ended)."""
+        if self.stage is not None:
+            now = time.monotonic()
+            self.stage_seconds[self.stage] = self.stage_seconds.get(self.stage, 0.0) + now - self._stage_since
+            self._stage_since = now
+        return self.stage_seconds
 
     def on_discard(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run ``cleanup`` if this attempt's work is thrown away (refused completion, failure)."""

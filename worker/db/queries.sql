@@ -40,3 +40,16 @@ select audio_queue.complete_jobs(%(job_ids)s, %(lease_ids)s, %(results)s::jsonb[
 
 -- name: queue_stats
 select * from audio_queue.queue_stats();
+
+-- name: queue_depth
+-- For /metrics, at scrape time: live jobs by status (the partial indexes on live statuses keep it
+-- cheap) and the age in seconds of the oldest job that could run now.
+select status, count(*) as jobs,
+       coalesce(extract(epoch from now() - min(run_at) filter (where status in ('pending', 'queued')
+                                                               and run_at <= now())), 0)::float8 as oldest_s
+  from audio_queue.jobs
+ where status in ('pending', 'queued', 'processing')
+ group by status;
+
+-- name: health_check
+select 1;

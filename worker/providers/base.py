@@ -27,6 +27,7 @@ import httpx
 from loguru import logger
 
 from worker.errors import PermanentError
+from worker.observe import metrics
 from worker.providers.audio import InvalidAudio, validate_audio
 
 # Error codes that mean "no money left": retrying cannot fix them even when sent with HTTP 429.
@@ -124,12 +125,35 @@ async def stream_audio(
     propagate for the retry loop to classify. ``check`` may inspect a 2xx response's headers.
     ``total_timeout`` bounds the whole exchange (a server trickling bytes cannot hold us forever).
     """
+    started = time.monotonic()
+    kind: str | None = "other"
     try:
         async with asyncio.timeout(total_timeout):
-            return await _stream_audio(client, request, provider=provider, dest=dest, parse_error=parse_error,
-                                       secrets=secrets, check=check)
+            headers = await _stream_audio(client, request, provider=provider, dest=dest, parse_error=parse_error,
+                                          secrets=secrets, check=check)
+        kind = None
+        return headers
     except TimeoutError:
+        kind = "timeout"
         raise TransientError(f"{provider}: timed out after {total_timeout:g}s in total") from None
+    except PermanentError:
+        kind = "permanent"
+        raise
+    except TransientError:
+        kind = "transient"
+        raise
+    except httpx.TimeoutException:
+        kind = "timeout"
+        raise
+    except httpx.TransportError:
+        kind = "network"
+        raise
+    except asyncio.CancelledError:
+        kind = "cancelled"
+        raise
+    finally:
+        if kind != "cancelled":
+            metrics.provider_request(provider, time.monotonic() - started, kind)
 
 
 async def _stream_audio(

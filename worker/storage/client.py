@@ -21,6 +21,7 @@ from loguru import logger
 from pydantic import BaseModel
 
 from worker.errors import JobError, PermanentError
+from worker.observe import metrics
 from worker.storage.quirks import classify, error_code, register_hooks
 from worker.storage.settings import StorageSettings
 
@@ -131,11 +132,16 @@ class Storage:
         except OSError as exc:
             raise PermanentError(f"rendered file missing, cannot upload: {path.name}") from exc
         started = time.monotonic()
-        if size > self.settings.multipart_threshold:
-            digest = self._upload_multipart(path, bucket, key, content_type, size)
-        else:
-            digest = self._retry(lambda: self._put(path, bucket, key, content_type, size),
-                                 action=f"upload {key}", bucket=bucket, size=size)
+        try:
+            if size > self.settings.multipart_threshold:
+                digest = self._upload_multipart(path, bucket, key, content_type, size)
+            else:
+                digest = self._retry(lambda: self._put(path, bucket, key, content_type, size),
+                                     action=f"upload {key}", bucket=bucket, size=size)
+        except Exception:
+            metrics.upload_failed()
+            raise
+        metrics.uploaded(bucket, size)
         logger.info("stored {}/{} ({} bytes, {}) in {:.2f}s", bucket, key, size, content_type,
                     time.monotonic() - started)
         return StoredObject(bucket=bucket, key=key, size=size, sha256=digest, content_type=content_type,
