@@ -13,7 +13,6 @@ know the bare field.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path, PurePosixPath
 
@@ -22,8 +21,7 @@ import httpx
 from worker.errors import PayloadError, PermanentError, RetryableError
 from worker.providers import ProviderSettings, fetch_music, fetch_speech
 from worker.render.spec import InputLayer, MusicLayer, SpeechLayer
-from worker.storage import Storage
-from worker.storage.quirks import classify, error_code
+from worker.storage import ObjectNotFound, Storage
 
 DOWNLOAD_MAX_BYTES = 512 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 120.0
@@ -88,21 +86,10 @@ def download_object(storage: Storage, path: str, out_dir: Path, field: str) -> P
     """Download a storage object (blocking: call through ``asyncio.to_thread``)."""
     bucket, key = split_object_path(storage, path)
     dest = out_dir / f"input-{uuid.uuid4().hex[:8]}{_suffix(key)}"
-    attempts = storage.settings.storage_upload_attempts
-    for attempt in range(1, attempts + 1):
-        try:
-            storage._s3.download_file(bucket, key, str(dest))
-            return dest
-        except Exception as exc:  # noqa: BLE001 - classified below
-            dest.unlink(missing_ok=True)
-            code, status = error_code(exc) if hasattr(exc, "response") else ("", 0)
-            if code in {"NoSuchKey", "404", "NotFound"} or status == 404:
-                raise PayloadError(field, f"no object {key!r} in bucket {bucket!r}") from None
-            error = classify(exc, action=f"download {key}", bucket=bucket)
-            if not error.retryable or attempt == attempts:
-                raise error from None
-            time.sleep(min(storage.settings.storage_retry_delay_ms / 1000 * 2 ** (attempt - 1), 30.0))
-    raise AssertionError("unreachable")
+    try:
+        return storage.download_file(bucket, key, dest)
+    except ObjectNotFound as exc:
+        raise PayloadError(field, str(exc)) from None
 
 
 async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES,

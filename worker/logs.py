@@ -31,6 +31,11 @@ def _patch(record: dict[str, Any]) -> None:
             exc.value.args = tuple(redact(str(a)) if isinstance(a, str) else a for a in exc.value.args)
 
 
+def add_secrets(values: list[str]) -> None:
+    """Mask these values too from now on (provider keys, storage secrets loaded after start)."""
+    _secrets[:] = sorted({*_secrets, *(v for v in values if v)}, key=len, reverse=True)
+
+
 TEXT_FORMAT = (
     "{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} worker={extra[worker_id]} job={extra[job_id]} {message}"
 )
@@ -38,7 +43,8 @@ TEXT_FORMAT = (
 
 def setup_logging(level: str = "info", fmt: str = "text", secrets: list[str] | None = None) -> None:
     """Configure the process-wide logger (stderr, as Heroku expects)."""
-    _secrets[:] = sorted({s for s in (secrets or []) if s}, key=len, reverse=True)
+    _secrets.clear()
+    add_secrets(secrets or [])
     logger.remove()
     logger.configure(patcher=_patch)  # type: ignore[arg-type]
     if fmt == "json":

@@ -88,9 +88,7 @@ async def prepare() -> None:
 
 def _register_secrets(cfg: PipelineConfig) -> None:
     """Mask provider keys and the storage secret in every log line, like the database password."""
-    extra = [*cfg.providers.secrets(), cfg.storage.settings.storage_s3_secret_access_key.get_secret_value()]
-    merged = {*logs._secrets, *(x for x in extra if x)}
-    logs._secrets[:] = sorted(merged, key=len, reverse=True)
+    logs.add_secrets([*cfg.providers.secrets(), cfg.storage.settings.storage_s3_secret_access_key.get_secret_value()])
 
 
 async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:

@@ -39,6 +39,10 @@ def content_type_for(path_or_ext: str | Path) -> str:
     return CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x.{ext}")[0] or "application/octet-stream"
 
 
+class ObjectNotFound(PermanentError):
+    """The object asked for does not exist."""
+
+
 class StoredObject(BaseModel):
     """One uploaded file: where it is, how big, its sha256 (hex) and a URL to fetch it."""
 
@@ -215,6 +219,28 @@ class Storage:
                 raise
 
     # -- cleanup -------------------------------------------------------------------------------
+
+    def download_file(self, bucket: str, key: str, dest: Path) -> Path:
+        """Stream ``bucket/key`` to ``dest``; retried like uploads.
+
+        Raises ObjectNotFound when there is no such object, RetryableError when storage stays
+        unreachable, PermanentError when retrying cannot help. ``dest`` never holds a partial file.
+        """
+        def get() -> None:
+            try:
+                self._s3.download_file(bucket, key, str(dest))
+            except ClientError as exc:
+                code, status = error_code(exc)
+                if code in {"NoSuchKey", "404", "NotFound"} or status == 404:
+                    raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}") from None
+                raise
+
+        try:
+            self._retry(get, action=f"download {key}", bucket=bucket)
+        except BaseException:
+            Path(dest).unlink(missing_ok=True)
+            raise
+        return Path(dest)
 
     def delete_objects(self, objects: Iterable[StoredObject]) -> None:
         """Delete objects, best effort with retries; missing objects are fine; never raises."""
