@@ -12,7 +12,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from worker.ports import free_port
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 MISSING_HINT = ("no PostgreSQL server answers on 127.0.0.1:5432 and initdb is not installed; "
@@ -34,12 +35,6 @@ def answers(url: str) -> bool:
             return True
     except psycopg.Error:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pg_bin(name: str) -> str | None:

@@ -10,15 +10,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from worker.ports import free_port
+
 ACCESS_KEY_ID = "local-demo-key-id"
 SECRET_ACCESS_KEY = "local-demo-secret"  # a local moto server accepts any key
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalS3:
@@ -29,7 +25,7 @@ class LocalS3:
 
     def __init__(self, buckets: tuple[str, str] = ("audio-files", "audio-previews")) -> None:
         self.buckets = buckets
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._server: Any = None
 

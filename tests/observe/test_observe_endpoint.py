@@ -10,12 +10,13 @@ import time
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from tests.observe.support import free_port, get
+from tests.observe.support import get
 from tests.queue.test_worker_process import enqueue
 from tests.support.workers import WorkerFleet, wait_until
 from worker.observe import db as observe_db
 from worker.observe.http import HealthSource, health, metrics_text
 from worker.observe.metrics import Metrics
+from worker.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,8 +11,9 @@ import pytest
 from loguru import logger
 
 from tests.storage.conftest import MiB
-from tests.support.s3 import S3Server, free_port
+from tests.support.s3 import S3Server
 from worker.errors import RetryableError
+from worker.ports import free_port
 from worker.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)

@@ -23,17 +23,12 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from worker.ports import free_port
 from worker.storage import StorageSettings
 
 ACCESS_KEY_ID = "test-access-key-id"
 SECRET_ACCESS_KEY = "test-secret-access-key-DO-NOT-LEAK"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Relay:
