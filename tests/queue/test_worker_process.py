@@ -211,3 +211,14 @@ def test_a_result_that_is_not_json_fails_only_its_own_job(conn, fleet):
     assert all(job(conn, g)["status"] == "completed" for g in good)
     row = job(conn, bad)
     assert row["status"] == "failed" and row["error_message"].startswith("handler returned a result that is not JSON")
+
+
+def test_sigterm_during_start_up_exits_0_without_claiming(conn, fleet):
+    (jid,) = enqueue(conn, {"sleep_ms": 10})
+    for delay in (0.05, 0.3):
+        w = fleet.start()
+        time.sleep(delay)  # still importing / checking, before the claim loop's own handlers
+        w.signal(signal.SIGTERM)
+        assert w.wait(timeout=20) == 0, w.log[-1000:]
+    assert job(conn, jid)["status"] in ("pending", "completed")
+    assert job(conn, jid)["attempts"] <= 1
