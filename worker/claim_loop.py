@@ -8,7 +8,13 @@ SQL functions, called through ``worker.db.queue``. What it adds is timing:
 - heartbeats each running job every LEASE_SECONDS/3 (and sends progress at most once a second);
   a refused heartbeat (lease lost, cancel requested) or JOB_TIMEOUT_MS stops the work, and nothing
   of that attempt is published;
-- every RESCUE_INTERVAL_SECONDS, one worker of the fleet (advisory lock) runs reset_stuck_jobs;
+- every RESCUE_INTERVAL_SECONDS, one worker of the fleet (advisory lock) runs reset_stuck_jobs,
+  then sweeps finished jobs' orphaned objects (``audio_queue.orphaned_objects``) with the handler
+  module's ``sweep`` hook;
+- before a job's handler runs, objects an earlier attempt of it noted but never deleted (the
+  claimed row's ``pending_objects``: that attempt's process died) are swept the same way, then
+  forgotten; ``ctx.record_objects``/``ctx.forget_objects`` are wired to the job's lease here
+  (see ``worker.handlers`` for the contract);
 - on SIGTERM/SIGINT stops claiming, gives running jobs SHUTDOWN_GRACE_SECONDS, releases the rest;
 - survives database connection loss: every call is retried on a fresh connection with backoff.
 
@@ -37,7 +43,7 @@ from worker.db import queue
 from worker.db.connect import ConnectionPlan, make_pool, safe_dsn
 from worker.db.migrate import required_version, schema_problem
 from worker.errors import JobError, PayloadError, PermanentError
-from worker.handlers import Handler, JobContext
+from worker.handlers import Handler, JobContext, Sweeper
 from worker.logs import redact
 from worker.observe import db as observe_db
 from worker.observe.http import DB_CHECK_S, HealthSource
@@ -49,6 +55,7 @@ PROGRESS_INTERVAL_S = 1.0  # progress is sent at most this often (heartbeats are
 ABANDON_WAIT_S = 5.0  # how long a cancelled handler gets to clean up its children
 STARTUP_WAIT_S = 10.0  # how long start-up waits for the database before giving up (Heroku restarts us)
 HEALTH_STALE_MIN_S = 30.0  # /healthz fails when the loop has not iterated for max(this, 2 poll intervals)
+SWEEP_BATCH = 100  # finished jobs with orphaned objects swept per rescue round
 
 
 def new_worker_id(prefix: str | None = None) -> str:
@@ -63,9 +70,10 @@ class StartupError(Exception):
 
 class ClaimLoop:
     def __init__(self, settings: WorkerSettings, handler: Handler, plan: ConnectionPlan,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, sweep: Sweeper | None = None) -> None:
         self.settings = settings
         self.handler = handler
+        self.sweep = sweep
         self.plan = plan
         self.worker_id = worker_id or new_worker_id(settings.worker_id)
         self.pool = make_pool(plan, size=settings.max_concurrent_jobs + 2)
@@ -247,17 +255,59 @@ class ClaimLoop:
                 if n:
                     self.log.warning("reset_stuck_jobs: {} job(s) whose worker stopped heartbeating "
                                      "were requeued or failed", n)
+                if n is not None and self.sweep is not None:  # we were the leader this round
+                    await self._sweep_finished(until=time.monotonic() + interval)
             except Exception as exc:
                 self.log.error("reset_stuck_jobs failed: {}", redact(str(exc).strip()))
             await asyncio.sleep(interval * random.uniform(0.8, 1.2))
+
+    # -- orphaned objects --------------------------------------------------------------------------
+
+    async def _sweep_objects(self, job_id: uuid.UUID, objects: list[dict[str, str]], why: str) -> bool:
+        """Delete ``objects`` with the handler module's hook, then take them off the job's list.
+        False (logged) when storage kept them: they stay listed and are tried again later."""
+        assert self.sweep is not None
+        names = ", ".join(f"{o.get('bucket')}/{o.get('key')}" for o in objects)
+        try:
+            await self.sweep(objects)
+        except Exception as exc:
+            self.log.error("could not delete {} object(s) {} ({}): {}; will try again", len(objects), why,
+                           names, redact(str(exc).strip()))
+            return False
+        await self.db(queue.forget_objects, job_id, objects)
+        self.log.info("deleted {} object(s) {}: {}", len(objects), why, names)
+        return True
+
+    async def _sweep_finished(self, until: float) -> None:
+        """Rescue leader only: finished jobs still listing objects (an attempt died after uploading,
+        and no attempt follows). Stops at the first storage failure: it is likely down for all."""
+        for job_id, status, objects in await self.db(queue.orphaned_objects, SWEEP_BATCH, until=until):
+            with logger.contextualize(job_id=str(job_id)):
+                if not await self._sweep_objects(job_id, objects, f"left by a dead attempt of this {status} job"):
+                    return
+
+    async def _run_handler(self, job: queue.Job, ctx: JobContext) -> Any:
+        """The job's work: first delete what a dead earlier attempt left (failures only logged),
+        then the handler. Supervised as one task, so the sweep is heartbeated and cancellable."""
+        if job.pending_objects and self.sweep is not None:
+            await self._sweep_objects(job.id, job.pending_objects, "left by an earlier attempt")
+        return await self.handler(job, ctx)
+
+    async def _forget(self, job: queue.Job, objects: list[dict[str, str]]) -> None:
+        try:
+            await self.db(queue.forget_objects, job.id, objects, until=time.monotonic() + DB_CHECK_S)
+        except Exception as exc:  # they stay listed: a later sweep deletes them again, harmlessly
+            self.log.warning("could not take deleted objects off the job's list: {}", redact(str(exc).strip()))
 
     # -- one job -----------------------------------------------------------------------------------
 
     async def _process(self, job: queue.Job) -> None:
         with logger.contextualize(job_id=str(job.id)):
-            ctx = JobContext(worker_id=self.worker_id)
+            ctx = JobContext(worker_id=self.worker_id,
+                             recorder=lambda objects: self.db(queue.record_objects, job, objects),
+                             forgetter=lambda objects: self._forget(job, objects))
             started = time.monotonic()
-            work = asyncio.create_task(self.handler(job, ctx))
+            work = asyncio.create_task(self._run_handler(job, ctx))
             self.work[job.id] = work
             try:
                 outcome = await self._supervise(job, ctx, work, started)

@@ -8,6 +8,16 @@ A handler that starts child processes must kill them when it is cancelled (async
 the claim loop cancels it when the lease is lost, a cancel is requested, JOB_TIMEOUT_MS passes or
 shutdown's grace ends. Anything published before that (uploaded objects) is registered with
 ``ctx.on_discard`` so it is removed when the job's completion is refused or the job fails.
+
+Durable cleanup (objects of an attempt whose process died, so ``on_discard`` never ran): before
+uploading, a handler calls ``await ctx.record_objects([{"bucket": b, "key": k}, ...])``; the claim
+loop writes them to the job's row under its lease (``audio_queue.record_objects``; False means the
+job is no longer this attempt's: do not upload). When they are deleted, ``ctx.forget_objects``
+takes them off; when the job completes, the objects its result refers to leave the list (SQL
+trigger). Whatever stays listed is deleted through the handler module's optional hook
+``async def sweep(objects: list[dict]) -> None`` (raise if any could not be deleted): by the claim
+loop before the job's next attempt runs its handler, and by the rescue leader for finished jobs
+(``audio_queue.orphaned_objects``). A module without ``sweep`` leaves the lists alone.
 """
 
 from __future__ import annotations
@@ -36,6 +46,10 @@ class JobContext:
     # Seconds spent in each stage so far (a stage entered twice adds up); see stage_durations().
     stage_seconds: dict[str, float] = field(default_factory=dict)
     _stage_since: float = field(default=0.0, repr=False)
+    # Wired by the claim loop to audio_queue.record_objects / forget_objects for this job's lease;
+    # None (a handler run outside the claim loop, e.g. in a test) accepts everything and forgets nothing.
+    recorder: Callable[[list[dict[str, str]]], Awaitable[bool]] | None = field(default=None, repr=False)
+    forgetter: Callable[[list[dict[str, str]]], Awaitable[object]] | None = field(default=None, repr=False)
 
     def report(self, progress: float | None = None, stage: str | None = None) -> None:
         """Record progress (0-100) and/or the current stage; sent with the next heartbeat."""
@@ -60,6 +74,24 @@ class JobContext:
         self.discards.append(cleanup)
 
 
+    async def record_objects(self, objects: list[dict[str, str]]) -> bool:
+        """Note, in the job's row, objects this attempt is about to write ([{"bucket", "key"}]),
+        before writing them: if the process dies, they are deleted later. False: the job is no
+        longer ours (lease lost); do not write them."""
+        if self.recorder is None:
+            return True
+        return await self.recorder(objects)
+
+    async def forget_objects(self, objects: list[dict[str, str]]) -> None:
+        """The objects were deleted: take them off the job's list (best effort; a stale entry only
+        costs a repeated, harmless delete later)."""
+        if self.forgetter is not None:
+            await self.forgetter(objects)
+
+
+Sweeper = Callable[[list[dict[str, str]]], Awaitable[None]]
+
+
 class Handler(Protocol):
     def __call__(self, job: Job, ctx: JobContext) -> Awaitable[dict[str, Any]]: ...
 
@@ -80,6 +112,16 @@ def load_handler(spec: str) -> tuple[Handler, Callable[[], Awaitable[None]] | No
     except (ImportError, AttributeError) as exc:
         raise SystemExit(f"JOB_HANDLER: cannot load {spec!r}: {exc}") from None
     return fn, getattr(module, "prepare", None)
+
+
+def load_sweeper(spec: str) -> Sweeper | None:
+    """The handler module's ``async def sweep(objects)`` (deletes objects an attempt left), or None."""
+    module_name, _, _ = spec.partition(":")
+    try:
+        module = import_module(module_name)
+    except ImportError:
+        return None
+    return getattr(module, "sweep", None)
 
 
 async def noop(job: Job, ctx: JobContext) -> dict[str, Any]:

@@ -9,6 +9,12 @@ Failures are ``worker.errors`` classes, so the claim loop routes them: spec erro
 provider/storage errors fail the job at once, transient ones are retried with backoff. Uploaded
 objects are registered with ``ctx.on_discard`` before each upload starts, so a failed job or a
 refused completion leaves nothing in storage. The job's temp dir is removed whatever happens.
+
+Durable cleanup, for a worker killed between upload and completion: before the first upload both
+keys are noted in the job's row under its lease (``ctx.record_objects``; refused means the job is
+no longer ours and nothing is uploaded). ``sweep`` (below) is this module's hook the claim loop
+uses to delete such leftovers: before the job's next attempt, and as rescue leader for jobs that
+ended without one. Completion keeps the result's own objects (SQL trigger, migration 0004).
 """
 
 from __future__ import annotations
@@ -150,8 +156,16 @@ async def _upload(job: Job, result: RenderResult, storage: Storage, ctx: JobCont
 
     async def discard() -> None:
         logger.info("discarding uploaded objects: {}", ", ".join(f"{h.bucket}/{h.key}" for h in handles))
-        await asyncio.to_thread(storage.delete_objects, handles)
+        try:
+            await asyncio.to_thread(storage.delete_objects, handles, strict=True)
+        except JobError as exc:  # still listed in the job's row: swept later
+            logger.error("storage: could not delete the discarded objects: {}", exc)
+            return
+        await ctx.forget_objects(objects)
 
+    objects = [{"bucket": b, "key": k} for _, b, k in plan]
+    if not await ctx.record_objects(objects):
+        raise RetryableError("the job is no longer this worker's (lease lost or job ended): nothing uploaded")
     ctx.on_discard(discard)
     stored: list[StoredObject] = []
     for n, (path, bucket, key) in enumerate(plan):
@@ -185,6 +199,14 @@ async def _uninterruptible(fut: asyncio.Future[T], handles: list[StoredObject], 
 
         fut.add_done_callback(late_cleanup)
         raise
+
+
+async def sweep(objects: list[dict[str, str]]) -> None:
+    """The claim loop's hook: delete objects an attempt noted with ``ctx.record_objects`` and never
+    cleaned up (its process died). Missing objects are fine; raises a JobError if storage kept any."""
+    handles = [StoredObject(bucket=o["bucket"], key=o["key"], size=0, sha256="", content_type="", url="")
+               for o in objects]
+    await asyncio.to_thread(config().storage.delete_objects, handles, strict=True)
 
 
 def build_result(r: RenderResult, master: StoredObject, preview: StoredObject) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 from worker.claim_loop import ClaimLoop, StartupError
 from worker.config import load_settings, load_worker_settings
 from worker.db.connect import plan_connections
-from worker.handlers import load_handler
+from worker.handlers import load_handler, load_sweeper
 from worker.logs import setup_logging
 from worker.providers.settings import ProviderSettings
 from worker.render.settings import RenderSettings
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     handler, prepare = load_handler(settings.job_handler)
     if prepare is not None:
         asyncio.run(prepare())
-    loop = ClaimLoop(settings, handler, plan_connections(settings))
+    loop = ClaimLoop(settings, handler, plan_connections(settings), sweep=load_sweeper(settings.job_handler))
     try:
         return asyncio.run(loop.run())
     except StartupError as exc:

@@ -53,3 +53,13 @@ select status, count(*) as jobs,
 
 -- name: health_check
 select 1;
+
+-- name: record_objects
+-- Before an upload: the objects it will write, under the lease (false: not ours, do not upload).
+select audio_queue.record_objects(%(job_id)s, %(lease_id)s, %(objects)s);
+
+-- name: forget_objects
+select audio_queue.forget_objects(%(job_id)s, %(objects)s);
+
+-- name: orphaned_objects
+select job_id, status, objects from audio_queue.orphaned_objects(%(limit)s);

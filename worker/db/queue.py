@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,9 @@ class Job:
     user_id: uuid.UUID | None
     created_at: datetime
     run_at: datetime
+    # Objects ({"bucket","key"}) an earlier attempt noted before uploading and nobody deleted yet
+    # (that attempt died): the claim loop sweeps them before the handler runs. See record_objects.
+    pending_objects: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -37,6 +40,7 @@ class Job:
             id=row["id"], lease_id=row["lease_id"], payload=row["payload"], attempts=row["attempts"],
             max_attempts=row["max_attempts"], priority=row["priority"], track_id=row["track_id"],
             user_id=row["user_id"], created_at=row["created_at"], run_at=row["run_at"],
+            pending_objects=list(row.get("pending_objects") or []),
         )
 
 
@@ -82,6 +86,23 @@ async def release_job(conn: AsyncConnection, job: Job) -> bool:
 async def rescue_if_leader(conn: AsyncConnection) -> int | None:
     """Run reset_stuck_jobs unless another worker is doing it; the number of jobs reset, or None."""
     return await _scalar(conn, "rescue_if_leader", {})
+
+
+async def record_objects(conn: AsyncConnection, job: Job, objects: list[dict[str, str]]) -> bool:
+    """Note objects this attempt is about to upload; False means the job is no longer ours."""
+    return bool(await _scalar(conn, "record_objects", {
+        "job_id": job.id, "lease_id": job.lease_id, "objects": Jsonb(objects)}))
+
+
+async def forget_objects(conn: AsyncConnection, job_id: uuid.UUID, objects: list[dict[str, str]]) -> bool:
+    """Take deleted objects off the job's pending list (they are gone, nobody needs to delete them)."""
+    return bool(await _scalar(conn, "forget_objects", {"job_id": job_id, "objects": Jsonb(objects)}))
+
+
+async def orphaned_objects(conn: AsyncConnection, limit: int = 100) -> list[tuple[uuid.UUID, str, list[dict[str, str]]]]:
+    """Finished jobs that still list objects nobody deleted: (job id, status, objects)."""
+    cur = await conn.execute(q("orphaned_objects"), {"limit": limit})
+    return [(r[0], r[1], list(r[2])) for r in await cur.fetchall()]
 
 
 async def schema_version(conn: AsyncConnection) -> int | None:

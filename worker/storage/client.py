@@ -242,15 +242,28 @@ class Storage:
             raise
         return Path(dest)
 
-    def delete_objects(self, objects: Iterable[StoredObject]) -> None:
-        """Delete objects, best effort with retries; missing objects are fine; never raises."""
+    def delete_objects(self, objects: Iterable[StoredObject], *, strict: bool = False) -> None:
+        """Delete objects, best effort with retries; missing objects are fine; never raises.
+
+        ``strict=True``: every batch is still tried, then the first error is raised (a JobError), so
+        a caller that must know the objects are gone (orphan cleanup) can tell."""
         by_bucket: dict[str, list[str]] = {}
         for obj in objects:
             by_bucket.setdefault(obj.bucket, []).append(obj.key)
+        first_error: Exception | None = None
         for bucket, keys in by_bucket.items():
             for start in range(0, len(keys), 1000):
                 batch = keys[start:start + 1000]
-                self._best_effort(lambda: self._delete_batch(bucket, batch), f"delete {batch} from {bucket}")
+                if not strict:
+                    self._best_effort(lambda: self._delete_batch(bucket, batch), f"delete {batch} from {bucket}")
+                    continue
+                try:
+                    self._delete_batch(bucket, batch)
+                except Exception as exc:  # noqa: BLE001 - raised below, after the other batches
+                    first_error = first_error or (exc if isinstance(exc, JobError)
+                                                  else classify(exc, action="delete objects", bucket=bucket))
+        if first_error is not None:
+            raise first_error
 
     def _delete_batch(self, bucket: str, keys: list[str]) -> None:
         def call() -> dict[str, Any]:
