@@ -76,12 +76,17 @@ def fit_duration(spec: RenderSpec, infos: dict[str, AudioInfo], max_duration_s: 
     return min(max(ends) + spec.tail_s, max_duration_s)
 
 
-def _lavfi(desc: str) -> ffmpeg.nodes.FilterableStream:
+def _lavfi(desc: str, layer: int | None = None) -> ffmpeg.nodes.FilterableStream:
+    """A lavfi source. ``layer`` (its index) labels the source's link so that identical layers
+    stay distinct nodes: ffmpeg-python merges equal nodes, and two equal layers would otherwise
+    become one node with two outgoing edges (a ValueError) instead of two sources summed."""
+    if layer is not None:
+        desc = f"{desc}[layer{int(layer)}];[layer{int(layer)}]anull"
     return ffmpeg.input(desc, f="lavfi")["a"]
 
 
-def _sine(freq: float, sr: int, length: float) -> ffmpeg.nodes.FilterableStream:
-    return _lavfi(f"sine=frequency={num(freq)}:sample_rate={sr}:duration={num(length)}")
+def _sine(freq: float, sr: int, length: float, layer: int) -> ffmpeg.nodes.FilterableStream:
+    return _lavfi(f"sine=frequency={num(freq)}:sample_rate={sr}:duration={num(length)}", layer)
 
 
 def _stereo(left: ffmpeg.nodes.FilterableStream, right: ffmpeg.nodes.FilterableStream):
@@ -129,23 +134,23 @@ def _source(layer: object, sr: int, length: float, index: int, inp: LayerInput |
             opts["stream_loop"] = -1
         return ffmpeg.input(str(inp.path), **opts)["a:0"]
     if isinstance(layer, SolfeggioLayer):
-        return _sine(layer.frequency_hz, sr, length)
+        return _sine(layer.frequency_hz, sr, length, index)
     if isinstance(layer, IsochronicLayer):
-        return _sine(layer.tone_hz, sr, length).filter("tremolo", f=num(layer.rate_hz), d=1)
+        return _sine(layer.tone_hz, sr, length, index).filter("tremolo", f=num(layer.rate_hz), d=1)
     if isinstance(layer, BinauralLayer):
-        left = _sine(layer.carrier_hz, sr, length)
+        left = _sine(layer.carrier_hz, sr, length, index)
         if layer.schedule is None:
-            right = _sine(layer.carrier_hz + float(layer.beat_hz or 0.0), sr, length)
+            right = _sine(layer.carrier_hz + float(layer.beat_hz or 0.0), sr, length, index)
         else:
             expr = f"{num(TONE_AMPLITUDE)}*sin({ramp_phase_expr(layer)})"
-            right = _lavfi(f"aevalsrc=exprs='{expr}':sample_rate={sr}:duration={num(length)}")
+            right = _lavfi(f"aevalsrc=exprs='{expr}':sample_rate={sr}:duration={num(length)}", index)
         return _stereo(left, right)
     if isinstance(layer, NoiseLayer):
         seed = layer.seed if layer.seed is not None else 1000 + 2 * index
         chans = [
             _lavfi(
                 f"anoisesrc=color={layer.color}:sample_rate={sr}:duration={num(length)}"
-                f":amplitude={num(NOISE_AMPLITUDE)}:seed={s}"
+                f":amplitude={num(NOISE_AMPLITUDE)}:seed={s}", index
             )
             for s in (seed, seed + 1)
         ]
