@@ -96,3 +96,17 @@ def test_failed_and_cancelled_jobs_with_objects_are_listed_for_the_sweeper_runni
     assert orphaned(conn) == {failed: ("failed", [M1]), cancelled: ("cancelled", [P1])}
     scalar(conn, "select audio_queue.forget_objects(%s, %s)", failed, Jsonb([M1]))
     assert set(orphaned(conn)) == {cancelled}
+
+
+def test_purge_keeps_finished_jobs_that_still_list_objects(conn):
+    jid = enqueue(conn)
+    (row,) = claim(conn)
+    assert record(conn, row, [M1])
+    scalar(conn, "select audio_queue.complete_job(%s, null, 'storage down during cleanup', %s)", jid, row["lease_id"])
+    clean = enqueue(conn)
+    (row2,) = claim(conn)
+    scalar(conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", clean, row2["lease_id"])
+    conn.execute("update audio_queue.jobs set completed_at = now() - interval '40 days'")
+    assert scalar(conn, "select audio_queue.purge_finished_jobs()") == 1
+    assert job(conn, jid) is not None  # kept: its objects are still to be deleted (orphaned_objects)
+    assert job(conn, clean) is None
