@@ -1,11 +1,14 @@
+import os
 import signal
 import sys
 
 if sys.argv[1:2] == ["run"]:
-    # Until the claim loop installs its own handlers (after imports and the start-up checks), a
-    # SIGTERM/SIGINT means: stop now and exit 0; nothing has been claimed yet.
+    # Until the claim loop installs its own handlers (after imports and the start-up checks, and
+    # before it opens a connection), a SIGTERM/SIGINT means: nothing is claimed, exit 0 now.
+    # os._exit, not an exception: an exception raised at an arbitrary point (inside a library's
+    # import) can be caught and turned into a crash.
     def _stop_before_start(signum: int, frame: object) -> None:
-        raise SystemExit(0)
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, _stop_before_start)
     signal.signal(signal.SIGINT, _stop_before_start)

@@ -51,12 +51,13 @@ def test_random_kills_and_restarts_lose_nothing_and_leave_nothing(conn, fleet, s
             victim.kill()  # kill -9 of the worker and its ffmpeg children
             kills += 1
         else:
+            wait_until(victim.catches_sigterm, timeout=30, interval=0.01, what="the worker's first handler")
             victim.signal(signal.SIGTERM)  # a Heroku restart
             terminated.append(victim)
         live.append(fleet.start(**env))
 
-    time.sleep(1.0)  # the newest worker must be past the interpreter's own start-up (no handlers yet)
     for w in live:
+        wait_until(w.catches_sigterm, timeout=30, interval=0.01, what="the worker's first handler")
         w.signal(signal.SIGTERM)
     for w in live + terminated:
         assert w.wait(timeout=30) == 0, f"worker {w.pid} exited {w.proc.returncode}:\n{w.log[-2000:]}"

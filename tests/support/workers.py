@@ -39,6 +39,16 @@ class WorkerProcess:
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
 
+    def catches_sigterm(self) -> bool:
+        """True once the worker's own code has installed a SIGTERM handler (SigCgt in /proc):
+        before that the interpreter itself is starting and SIGTERM's default action applies."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                mask = next(line.split()[1] for line in f if line.startswith("SigCgt:"))
+        except (OSError, StopIteration):
+            return False
+        return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
     def kill(self) -> None:
         """kill -9 of the worker and of anything it started (its process group)."""
         if self.proc.poll() is None:
