@@ -51,7 +51,7 @@ def test_spec_error_fails_at_once_naming_the_field(conn, fleet, s3, tmp_path):
 
 
 def test_permanent_provider_error_fails_at_once_with_the_providers_message(conn, fleet, s3, tmp_path):
-    wrong_key = "sk-proj-WRONG-key-0123456789abcdefXYZW"
+    wrong_key = "placeholder-wrong-openai-key"
     with FakeOpenAI() as openai:
         jid = enqueue(conn, {"spec_version": 1, "duration_s": "fit", "tail_s": 1, "layers": [
             {"type": "speech", "text": "Hello there.", "provider": "openai"}]})

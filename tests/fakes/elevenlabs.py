@@ -17,7 +17,7 @@ def error(status: str, message: str) -> dict[str, Any]:
 class FakeElevenLabs(FakeServer):
     """Checks ``xi-api-key``, ``output_format``, the JSON body and the model's character limit."""
 
-    def __init__(self, api_key: str = "xi-test-eleven-0123456789abcdef") -> None:
+    def __init__(self, api_key: str = "placeholder-elevenlabs-key") -> None:
         super().__init__()
         self.api_key = api_key
 

@@ -18,7 +18,7 @@ def error(message: str, type_: str, code: str | None = None, param: str | None =
 class FakeOpenAI(FakeServer):
     """Checks the Bearer key, the JSON fields and the 4096-character input limit."""
 
-    def __init__(self, api_key: str = "sk-test-openai-0123456789abcdef") -> None:
+    def __init__(self, api_key: str = "placeholder-openai-key") -> None:
         super().__init__()
         self.api_key = api_key
 

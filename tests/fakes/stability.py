@@ -22,7 +22,7 @@ def error(name: str, *errors: str) -> dict[str, Any]:
 class FakeStability(FakeServer):
     """Checks the Bearer key, ``accept``, the multipart fields and their ranges."""
 
-    def __init__(self, api_key: str = "sk-test-stability-0123456789abcdef") -> None:
+    def __init__(self, api_key: str = "placeholder-stability-key") -> None:
         super().__init__()
         self.api_key = api_key
 

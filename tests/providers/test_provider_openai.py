@@ -52,7 +52,7 @@ def test_second_identical_call_makes_no_request(fake_openai, make_settings, out_
 
 
 def test_invalid_key_fails_at_once_with_openai_message(fake_openai, make_settings, out_dir):
-    settings = make_settings(fake_openai, openai_api_key="sk-wrong-key-1234567890")
+    settings = make_settings(fake_openai, openai_api_key="placeholder-wrong-openai-key")
     with pytest.raises(PermanentError, match="invalid_api_key: Incorrect API key provided"):
         speak(settings, out_dir)
     assert len(fake_openai.requests) == 1
