@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg.rows import dict_row
 
+from tests.support.jobs import job  # noqa: F401 - re-exported for the e2e and fault tests
 from tests.support.s3 import S3Server
 from tests.support.workers import WorkerFleet
 
@@ -75,9 +75,6 @@ def enqueue(conn: Any, payload: dict[str, Any], **kw: Any) -> Any:
                         {"p": json.dumps(payload), **kw}).fetchone()[0]
 
 
-def job(conn: Any, job_id: Any) -> dict[str, Any]:
-    return conn.cursor(row_factory=dict_row).execute(
-        "select * from audio_queue.jobs where id = %s", (job_id,)).fetchone()
 
 
 def run_now(conn: Any, job_id: Any) -> None:

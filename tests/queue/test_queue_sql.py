@@ -10,6 +10,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.support.jobs import job, scalar
+
 
 def enqueue(conn, payload=None, **kw) -> uuid.UUID:
     args = ", ".join(f"p_{k} => %({k})s" for k in kw)
@@ -20,15 +22,6 @@ def enqueue(conn, payload=None, **kw) -> uuid.UUID:
 def claim(conn, worker="w1", limit=1, lease=600) -> list[dict]:
     cur = conn.cursor(row_factory=dict_row)
     return cur.execute("select * from audio_queue.get_next_pending_job(%s, %s, %s)", (worker, limit, lease)).fetchall()
-
-
-def job(conn, job_id) -> dict:
-    return conn.cursor(row_factory=dict_row).execute(
-        "select * from audio_queue.jobs where id = %s", (job_id,)).fetchone()
-
-
-def scalar(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
 
 
 def test_enqueue_then_claim_sets_processing_with_a_fresh_lease(conn):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.jobs import scalar
+
 SQL = Path(__file__).resolve().parents[2] / "sql"
 pytestmark = pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
 
@@ -22,14 +24,10 @@ def psql(url: str, name: str, **vars: str) -> str:
     return out.stdout
 
 
-def one(conn, sql, *args):
-    return conn.execute(sql, args).fetchone()[0]
-
-
 def make_failed(conn, error="provider said no") -> str:
-    jid = one(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
-    lease = one(conn, "select lease_id from audio_queue.get_next_pending_job('w')")
-    one(conn, "select audio_queue.complete_job(%s, null, %s, %s)", jid, error, lease)
+    jid = scalar(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
+    lease = scalar(conn, "select lease_id from audio_queue.get_next_pending_job('w')")
+    scalar(conn, "select audio_queue.complete_job(%s, null, %s, %s)", jid, error, lease)
     return str(jid)
 
 
@@ -40,7 +38,7 @@ def test_every_runbook_file_runs(db_url):
 
 def test_stats_shows_counts_and_failure_rate(db_url, conn):
     make_failed(conn)
-    one(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
+    scalar(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
     out = psql(db_url, "stats.sql")
     assert "pending            | 1" in out and "failed_24h         | 1" in out
     assert "failure_rate_24h   | 1.0000" in out
@@ -52,9 +50,9 @@ def test_requeue_one_failed_job_by_id(db_url, conn):
     assert "1" in psql(db_url, "requeue_failed.sql", job_id=f"'{jid}'")
     row = conn.execute("select status, attempts, last_error from audio_queue.jobs where id = %s", (jid,)).fetchone()
     assert row == ("pending", 0, "requeued by hand after: quota exhausted")
-    assert one(conn, "select status from audio_queue.jobs where id = %s", other) == "failed"
+    assert scalar(conn, "select status from audio_queue.jobs where id = %s", other) == "failed"
     psql(db_url, "requeue_failed.sql", since="'1 hour'")
-    assert one(conn, "select status from audio_queue.jobs where id = %s", other) == "pending"
+    assert scalar(conn, "select status from audio_queue.jobs where id = %s", other) == "pending"
 
 
 def test_recent_failures_lists_the_error(db_url, conn):
@@ -63,24 +61,24 @@ def test_recent_failures_lists_the_error(db_url, conn):
 
 
 def test_cancel_job_by_id(db_url, conn):
-    jid = one(conn, "select audio_queue.enqueue_job(%s::jsonb)", json.dumps({"a": 1}))
+    jid = scalar(conn, "select audio_queue.enqueue_job(%s::jsonb)", json.dumps({"a": 1}))
     psql(db_url, "cancel_job.sql", job_id=f"'{jid}'")
-    assert one(conn, "select status from audio_queue.jobs where id = %s", jid) == "cancelled"
+    assert scalar(conn, "select status from audio_queue.jobs where id = %s", jid) == "cancelled"
 
 
 def test_stuck_jobs_and_reset(db_url, conn):
-    jid = one(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
-    one(conn, "select id from audio_queue.get_next_pending_job('gone-worker')")
+    jid = scalar(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
+    scalar(conn, "select id from audio_queue.get_next_pending_job('gone-worker')")
     conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 s'")
     assert "gone-worker" in psql(db_url, "stuck_jobs.sql")
     assert "1" in psql(db_url, "reset_stuck_jobs.sql")
-    assert one(conn, "select status from audio_queue.jobs where id = %s", jid) == "pending"
+    assert scalar(conn, "select status from audio_queue.jobs where id = %s", jid) == "pending"
 
 
 def test_purge_keeps_recent_and_unfinished_jobs(db_url, conn):
     old = make_failed(conn)
     recent = make_failed(conn)
-    waiting = one(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
+    waiting = scalar(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
     conn.execute("update audio_queue.jobs set completed_at = now() - interval '40 days' where id = %s", (old,))
     psql(db_url, "purge_completed.sql")
     left = {str(r[0]) for r in conn.execute("select id from audio_queue.jobs")}

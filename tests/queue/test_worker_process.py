@@ -8,8 +8,8 @@ import subprocess
 import time
 
 import pytest
-from psycopg.rows import dict_row
 
+from tests.support.jobs import job
 from tests.support.workers import WorkerFleet, wait_until
 
 
@@ -25,10 +25,6 @@ def enqueue(conn, payload: dict, n: int = 1, **kw) -> list:
     rows = conn.execute(f"select audio_queue.enqueue_job(%(p)s::jsonb{args}) from generate_series(1, %(n)s)",
                         {"p": json.dumps(payload), "n": n, **kw}).fetchall()
     return [r[0] for r in rows]
-
-
-def job(conn, job_id) -> dict:
-    return conn.cursor(row_factory=dict_row).execute("select * from audio_queue.jobs where id = %s", (job_id,)).fetchone()
 
 
 def counts(conn) -> dict[str, int]:
