@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from tests.storage.conftest import MiB
-from tests.support.s3 import S3Server
+from tests.support.s3 import SECRET_ACCESS_KEY, S3Server
 from worker.errors import PermanentError
 from worker.storage import Storage
 
@@ -99,3 +101,31 @@ def test_check_reports_ready_and_missing_bucket(s3: S3Server) -> None:
     problems = Storage(s3.settings(storage_preview_bucket="not-created-y")).check()
     assert len(problems) == 1 and "'not-created-y' does not exist" in problems[0]
     assert "credentials missing" in Storage(s3.settings(storage_s3_access_key_id="")).check()[0]
+
+
+_UPLOAD_AND_REPORT_PEAK = """
+import json, sys, tracemalloc
+from pathlib import Path
+from worker.storage import Storage, StorageSettings
+values = json.loads(sys.argv[1])
+storage = Storage(StorageSettings(_env_file=None, **values))
+tracemalloc.start()
+stored = storage.upload_file(Path(sys.argv[2]), bucket=values["supabase_storage_bucket"], key=sys.argv[3])
+print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "sha256": stored.sha256}))
+"""
+
+
+def test_multipart_upload_never_holds_a_part_in_memory(s3: S3Server, make_file: Callable[[str, int], Path]) -> None:
+    """A long master (8 parts of 5 MiB, 4 in flight) costs the worker the same memory as a short one:
+    parts are streamed from disk, so the upload's peak allocation stays below one part."""
+    path = make_file("long.wav", 40 * MiB)
+    values = s3.settings(storage_multipart_concurrency=4).model_dump(mode="json")
+    values["storage_s3_secret_access_key"] = SECRET_ACCESS_KEY
+    out = subprocess.run([sys.executable, "-c", _UPLOAD_AND_REPORT_PEAK, json.dumps(values), str(path),
+                          "generated/long.wav"], capture_output=True, text=True, timeout=60, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+
+    data, _, etag = fetch(s3, s3.bucket, "generated/long.wav")
+    assert etag.strip('"').endswith("-8") and data == path.read_bytes()
+    assert report["sha256"] == hashlib.sha256(data).hexdigest()
+    assert report["peak"] < 5 * MiB, f"upload allocated {report['peak'] / MiB:.1f} MiB at its peak"

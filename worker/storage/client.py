@@ -8,7 +8,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -67,6 +67,53 @@ class _HashingReader:
         self.digest.update(data)
         self.count += len(data)
         return data
+
+
+class _FileSlice:
+    """``length`` bytes of a file from ``offset``, read on demand: a seekable upload body."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self._file = path.open("rb")
+        self._offset, self._length, self._pos = offset, length, 0
+        self.short = False  # the file ended before the slice did
+        self._file.seek(offset)
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._pos
+        data = self._file.read(left if size is None or size < 0 else min(size, left))
+        self._pos += len(data)
+        if not data and left > 0:
+            self.short = True
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._length}[whence]
+        self._pos = max(0, min(self._length, base + offset))
+        self._file.seek(self._offset + self._pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> _FileSlice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _sha256_of(path: Path, block: int = 1024 * 1024) -> tuple[str, int]:
+    """(hex sha256, bytes read) of a file, through one reused buffer."""
+    digest, buffer, total = hashlib.sha256(), bytearray(block), 0
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as file:
+        while n := file.readinto(buffer):
+            digest.update(view[:n])
+            total += n
+    return digest.hexdigest(), total
 
 
 class Storage:
@@ -177,34 +224,39 @@ class Storage:
 
     def _send_parts(self, path: Path, bucket: str, key: str, upload_id: str,
                     size: int) -> tuple[str, list[dict[str, Any]]]:
-        """Read the file once, in order (hashing it), sending up to N parts at a time."""
-        digest, parts, number, read = hashlib.sha256(), [], 0, 0
+        """Send the file's parts, up to N at a time, each streamed from disk; hash the file meanwhile.
+
+        No part is ever held in memory: each attempt reads its slice of the file as botocore sends
+        it, so the worker's memory does not grow with the file's length or the part size.
+        """
+        part_size = self.settings.part_size
+        spans = [(n, offset, min(part_size, size - offset))
+                 for n, offset in enumerate(range(0, size, part_size), start=1)]
+
+        def send(n: int, offset: int, length: int) -> dict[str, Any]:
+            def attempt() -> str:
+                with _FileSlice(path, offset, length) as body:
+                    etag = self._s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n,
+                                                Body=body, ContentLength=length)["ETag"]
+                    if body.short:
+                        raise PermanentError(f"rendered file changed while uploading: {path.name}")
+                    return str(etag)
+            return {"PartNumber": n, "ETag": self._retry(attempt, action=f"upload {key} part {n}",
+                                                         bucket=bucket, size=size)}
+
         limit = self.settings.storage_multipart_concurrency
-
-        def send(n: int, chunk: bytes) -> dict[str, Any]:
-            etag = self._retry(lambda: self._s3.upload_part(
-                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n, Body=chunk,
-                ContentLength=len(chunk))["ETag"], action=f"upload {key} part {n}", bucket=bucket, size=size)
-            return {"PartNumber": n, "ETag": etag}
-
-        pending: set[Future[dict[str, Any]]] = set()
-        with path.open("rb") as file, ThreadPoolExecutor(limit, thread_name_prefix="s3-part") as pool:
+        with ThreadPoolExecutor(limit, thread_name_prefix="s3-part") as pool:
+            futures = [pool.submit(send, *span) for span in spans]
             try:
-                while chunk := file.read(self.settings.part_size):
-                    digest.update(chunk)
-                    read += len(chunk)
-                    number += 1
-                    pending.add(pool.submit(send, number, chunk))
-                    if len(pending) >= limit:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        parts.extend(f.result() for f in done)
-                parts.extend(f.result() for f in pending)
+                digest, read = _sha256_of(path)  # here, while the pool sends (hashlib frees the GIL)
+                parts = [future.result() for future in futures]
             except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
+                for future in futures:
+                    future.cancel()
                 raise
         if read != size:
             raise PermanentError(f"rendered file changed while uploading: {path.name}")
-        return digest.hexdigest(), sorted(parts, key=lambda p: p["PartNumber"])
+        return digest, parts
 
     def _complete(self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
         try:
