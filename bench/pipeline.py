@@ -16,7 +16,9 @@ Method:
   ``started_at``..``completed_at`` interval holds them (split evenly when several do). Share outside = 1 - sum(ffmpeg wall time) / sum(job
   wall time, ``completed_at - started_at``). Everything not in an ffmpeg process counts as
   outside: claim, espeak, ffprobe, upload, completion, Python. The wrapper's own ``sh`` + ``date``
-  cost (a few ms) is counted as ffmpeg time. Not a test: nothing here asserts.
+  cost (a few ms) is counted as ffmpeg time. The upload part of "outside" (master + preview to
+  the local S3 server) is printed separately, from the workers' own "stored ... in X s" lines.
+  Not a test: nothing here asserts.
 
 Target (issue): time outside ffmpeg under 10% of a job.
 """
@@ -34,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -94,7 +97,7 @@ class Env:
 
     def worker_env(self, slots: int, **extra: str) -> dict[str, str]:
         return {**os.environ, "DATABASE_URL": self.url, "JOB_HANDLER": "worker.pipeline:render_job",
-                "MAX_CONCURRENT_JOBS": str(slots), "LOG_LEVEL": "warning", "POLL_INTERVAL_MS": "1000",
+                "MAX_CONCURRENT_JOBS": str(slots), "LOG_LEVEL": "info", "POLL_INTERVAL_MS": "1000",
                 "FFMPEG_PATH": self.ffmpeg, "RENDER_TMP_DIR": str(self.tmp / "render"),
                 "PROVIDER_CACHE_DIR": str(self.tmp / "cache"), **self.s3.env(), **extra}
 
@@ -154,10 +157,19 @@ def ffmpeg_calls(log: Path) -> list[tuple[float, float, str]]:
     return out
 
 
+STORED = re.compile(r" job=(\S+) stored \S+ \(\d+ bytes, [^)]*\) in ([\d.]+)s")
+
+
+def upload_seconds(logs: list[Path]) -> float:
+    """Sum of the worker's own "stored ... in X s" lines (both files of every job)."""
+    return sum(float(m.group(2)) for log in logs for m in STORED.finditer(log.read_text(errors="replace")))
+
+
 def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: float, slots: int) -> dict:
     conn.execute("truncate audio_queue.jobs")
     env.ffmpeg_log.unlink(missing_ok=True)
-    procs = [env.start_worker(env.worker_env(slots), f"worker-{workers}-{k}.log") for k in range(workers)]
+    logs = [env.tmp / f"worker-{workers}-{k}.log" for k in range(workers)]
+    procs = [env.start_worker(env.worker_env(slots), log.name) for log in logs]
     try:
         wait_ready(conn)
         time.sleep(1.0)
@@ -186,6 +198,7 @@ def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: fl
     total_job, total_ff = sum(job_s.values()), sum(ff_s.values())
     return {"rate_h": len(rows) / (last - first) * 3600, "span_s": last - first, "n": len(rows),
             "job_mean_s": total_job / len(rows), "ff_mean_s": total_ff / len(rows),
+            "upload_mean_s": upload_seconds(logs) / len(rows),
             "outside": 1 - total_ff / total_job, "render_mean_s": sum(r[3] or 0 for r in rows) / len(rows),
             "worst_outside": max(1 - ff_s[j] / job_s[j] for j in job_s), "unattributed_s": unattributed}
 
@@ -207,7 +220,7 @@ def main() -> None:
                 print(f"  worker processes={k}: {r['rate_h']:7.0f} jobs/hour ({r['n']} jobs in {r['span_s']:.1f} s); "
                       f"per job {r['job_mean_s']:.2f} s wall, {r['ff_mean_s']:.2f} s in ffmpeg "
                       f"(render_seconds {r['render_mean_s']:.2f}); outside ffmpeg {r['outside']:.1%} "
-                      f"(worst job {r['worst_outside']:.1%})"
+                      f"(worst job {r['worst_outside']:.1%}; upload {r['upload_mean_s']:.2f} s per job)"
                       + (f"; {r['unattributed_s']:.2f} s of ffmpeg outside any job" if r["unattributed_s"] else ""))
             print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
