@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -78,3 +79,36 @@ def test_closed_port_fails_fast_with_retryable_error(make_file: Callable[[str, i
         Storage(settings).upload_file(make_file("a.wav", 1000), bucket=settings.master_bucket, key="generated/a.wav")
     assert time.monotonic() - started < 5
     assert "unreachable" in Storage(settings).check()[0]
+
+
+def test_cut_while_parts_are_in_flight_resends_them_whole(outage_s3: S3Server,
+                                                          make_file: Callable[[str, int], Path],
+                                                          warnings: list[str]) -> None:
+    """Connections cut mid-multipart: each interrupted part is sent again from its slice of the
+    file, and the stored object is byte-for-byte the file with the sha256 the result records."""
+    s3 = outage_s3
+    storage = Storage(s3.settings(storage_upload_attempts=6, storage_retry_delay_ms=150,
+                                  storage_multipart_concurrency=3))
+    path = make_file("long.wav", 60 * MiB)
+    watcher = s3.client()
+
+    def cut_after_first_part() -> None:  # then the other parts in flight are cut mid-body
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for upload in watcher.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", []):
+                if watcher.list_parts(Bucket=s3.bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts"):
+                    s3.disconnect()
+                    time.sleep(0.4)
+                    s3.reconnect()
+                    return
+            time.sleep(0.005)
+
+    cutter = threading.Thread(target=cut_after_first_part)
+    cutter.start()
+    stored = storage.upload_file(path, bucket=s3.bucket, key="generated/long.wav")
+    cutter.join()
+
+    data = s3.client().get_object(Bucket=s3.bucket, Key=stored.key)["Body"].read()
+    assert data == path.read_bytes() and stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert any("part" in w and "retrying" in w for w in warnings), warnings
+    assert not s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
