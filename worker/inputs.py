@@ -4,7 +4,9 @@
 - music ``generate``: the music provider (``fetch_music``);
 - music ``object``: a file in storage: ``bucket/key`` when the first path segment is a bucket this
   worker uses (master or preview bucket), otherwise a key in the master bucket;
-- music ``url``: an http(s) download, streamed to disk with a size cap and a timeout.
+- music ``url``: an http(s) download, streamed to disk with a size cap and a timeout; hosts that
+  resolve to private or local addresses are refused (``worker.urlguard``) unless
+  ``INPUT_URL_ALLOW_PRIVATE`` is set.
 
 Every ``PayloadError`` names the layer's field (``layers[2].speed``), since provider errors only
 know the bare field.
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -22,6 +26,7 @@ from worker.errors import PayloadError, PermanentError, RetryableError
 from worker.providers import ProviderSettings, fetch_music, fetch_speech
 from worker.render.spec import InputLayer, MusicLayer, SpeechLayer
 from worker.storage import ObjectNotFound, Storage
+from worker.urlguard import MAX_REDIRECTS, AddressPolicy, guarded_get, is_public
 
 DOWNLOAD_MAX_BYTES = 512 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 120.0
@@ -69,7 +74,8 @@ async def fetch_input(layer: InputLayer, out_dir: Path, *, providers: ProviderSe
             raise PermanentError(f"{key}.object: storage is not configured")
         return await asyncio.to_thread(download_object, storage, layer.object, out_dir, f"{key}.object")
     assert layer.url is not None
-    return await download_url(str(layer.url), out_dir, f"{key}.url")
+    return await download_url(str(layer.url), out_dir, f"{key}.url",
+                              allow_private=providers.input_url_allow_private)
 
 
 def split_object_path(storage: Storage, path: str) -> tuple[str, str]:
@@ -93,11 +99,14 @@ def download_object(storage: Storage, path: str, out_dir: Path, field: str) -> P
 
 
 async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES,
-                       timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+                       timeout_s: float = DOWNLOAD_TIMEOUT_S, allow_private: bool = False,
+                       allowed: AddressPolicy = is_public) -> Path:
     """Stream an http(s) URL to a file in ``out_dir``.
 
     4xx (and a body over ``max_bytes``) is the job's fault: PayloadError naming ``field``.
-    5xx, 408/429, timeouts and connection errors may pass: RetryableError.
+    5xx, 408/429, timeouts and connection errors (including a host that does not resolve) may
+    pass: RetryableError. Unless ``allow_private``, every hop's addresses must pass ``allowed``
+    (``worker.urlguard``), else PayloadError.
     """
     parsed = httpx.URL(url)
     if parsed.scheme not in ("http", "https"):
@@ -108,8 +117,7 @@ async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = 
     try:
         async with (
             asyncio.timeout(timeout_s),
-            httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=5) as client,
-            client.stream("GET", url) as resp,
+            _get(url, field, timeout, None if allow_private else allowed) as resp,
         ):
             if resp.status_code in (408, 425, 429) or resp.status_code >= 500:
                 raise RetryableError(f"{field}: {host} answered HTTP {resp.status_code}")
@@ -144,3 +152,19 @@ async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = 
         dest.unlink(missing_ok=True)
         raise
     return dest
+
+
+@asynccontextmanager
+async def _get(url: str, field: str, timeout: httpx.Timeout,
+               allowed: AddressPolicy | None) -> AsyncIterator[httpx.Response]:
+    """The streamed response to a GET of ``url``: through the SSRF guard, or plain httpx when
+    ``allowed`` is None (private addresses allowed)."""
+    if allowed is not None:
+        async with guarded_get(url, field, timeout=timeout, allowed=allowed) as resp:
+            yield resp
+        return
+    async with (
+        httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=MAX_REDIRECTS) as client,
+        client.stream("GET", url) as resp,
+    ):
+        yield resp

@@ -64,26 +64,27 @@ def test_music_from_storage_by_key_or_bucket_and_key(s3, tmp_path):
 
 
 def test_music_from_a_url_and_its_failures(host, tmp_path):
-    path = fetch(music(url=f"{host.url}/bed.mp3?token=abc"), tmp_path)
+    # The local host is a private address: allowed here (the SSRF guard: test_pipeline_url_guard.py).
+    path = fetch(music(url=f"{host.url}/bed.mp3?token=abc"), tmp_path, input_url_allow_private=True)
     assert path.suffix == ".mp3" and path.stat().st_size > 1000
 
     host.script(Reply(404, b"not here"))
     with pytest.raises(PayloadError) as err:
-        fetch(music(url=f"{host.url}/gone.mp3"), tmp_path)
+        fetch(music(url=f"{host.url}/gone.mp3"), tmp_path, input_url_allow_private=True)
     assert err.value.field == "layers[1].url" and "HTTP 404" in err.value.rule
 
     host.script(Reply(503, b"busy"))
     with pytest.raises(RetryableError, match=r"layers\[1\]\.url: 127\.0\.0\.1 answered HTTP 503"):
-        fetch(music(url=f"{host.url}/busy.mp3"), tmp_path)
+        fetch(music(url=f"{host.url}/busy.mp3"), tmp_path, input_url_allow_private=True)
 
     host.script(Reply(200, content_type="audio/mpeg", delay=3))
     with pytest.raises(RetryableError, match="timed out"):
         asyncio.run(download_url(
-            f"{host.url}/slow.mp3", tmp_path, "layers[1].url", timeout_s=0.5))
+            f"{host.url}/slow.mp3", tmp_path, "layers[1].url", timeout_s=0.5, allow_private=True))
 
     with pytest.raises(PayloadError, match="larger than"):
         asyncio.run(download_url(
-            f"{host.url}/big.mp3", tmp_path, "layers[1].url", max_bytes=100))
+            f"{host.url}/big.mp3", tmp_path, "layers[1].url", max_bytes=100, allow_private=True))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("input-")) == [path.name]
 
 
@@ -100,7 +101,8 @@ def test_render_job_mixes_storage_and_url_music(s3, host, tmp_path, monkeypatch)
     storage = Storage(s3.settings())
     monkeypatch.setattr(pipeline, "_config", pipeline.PipelineConfig(
         render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
-        providers=ProviderSettings(provider_cache_dir=tmp_path / "cache"), storage=storage))
+        providers=ProviderSettings(provider_cache_dir=tmp_path / "cache", input_url_allow_private=True),
+        storage=storage))
     payload = {"spec_version": 1, "duration_s": 4, "layers": [
         {"type": "music", "object": "beds/low.mp3"},
         {"type": "music", "url": f"{host.url}/bed.mp3"},

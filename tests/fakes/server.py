@@ -1,4 +1,5 @@
-"""``FakeServer``: a scriptable, recording HTTP server on 127.0.0.1 in a background thread."""
+"""``FakeServer``: a scriptable, recording HTTP server on loopback (127.0.0.1 unless ``bind_host``)
+in a background thread."""
 
 from __future__ import annotations
 
@@ -58,7 +59,10 @@ class RecordedRequest:
 
 
 class FakeServer:
-    """Base fake. Subclasses override ``respond`` (the API's normal behaviour) and ``env``."""
+    """Base fake. Subclasses override ``respond`` (the API's normal behaviour) and ``env``;
+    ``bind_host`` may be another loopback address (127.0.0.2) for tests that need two hosts."""
+
+    bind_host = "127.0.0.1"
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
@@ -96,7 +100,7 @@ class FakeServer:
             do_POST = do_GET = do_PUT = _serve
 
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((self.bind_host, 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name=type(self).__name__)

@@ -18,7 +18,8 @@ MusicProviderName = Literal["stability", "local"]
 
 
 class ProviderSettings(BaseSettings):
-    """Configuration of the speech and music providers, read from the environment."""
+    """Configuration of the speech and music providers and of music url downloads, read from the
+    environment."""
 
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
@@ -105,6 +106,12 @@ class ProviderSettings(BaseSettings):
     )
     provider_cache_max_mb: int = Field(2048, ge=0, le=10_000_000, description="0 = no cap; LRU eviction.")
     join_crossfade_ms: int = Field(15, ge=0, le=1000, description="Crossfade between synthesized text parts.")
+
+    # --- music url inputs --------------------------------------------------------------------
+    input_url_allow_private: bool = Field(
+        False, description="Let music url layers download from loopback, private, link-local (cloud metadata) "
+        "and other non-public addresses; off: such URLs fail the job (SSRF guard). Only for trusted payloads.",
+    )
 
     @field_validator("openai_base_url", "elevenlabs_base_url", "stable_audio_api_url")
     @classmethod
