@@ -128,3 +128,16 @@ def test_uv_lock_is_in_step_with_pyproject():
     out = subprocess.run(["uv", "lock", "--check", "--offline"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"uv.lock is stale (run `uv lock`):\n{out.stderr}"
     assert not (REPO / "requirements.txt").exists(), "one lock for the Python buildpack: uv.lock"
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")
+def test_the_slug_gets_runtime_packages_only():
+    """Heroku's Python buildpack runs `uv sync --locked --no-default-groups`: the worker's own
+    packages go in the slug, the test and demo tools (moto's S3 server, Flask, pytest) do not."""
+    out = subprocess.run(["uv", "export", "--frozen", "--no-default-groups", "--no-hashes", "--offline"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    names = {line.split("==")[0].split("[")[0].strip().lower() for line in out.stdout.splitlines()
+             if line and not line.startswith(("#", " ", "-e", "."))}
+    assert {"psycopg", "psycopg-pool", "httpx", "ffmpeg-python", "boto3", "pydantic", "loguru"} <= names
+    assert not names & {"moto", "flask", "werkzeug", "pytest", "hypothesis", "numpy", "scipy"}, names

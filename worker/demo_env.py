@@ -60,7 +60,10 @@ class DemoEnvironment:
         if any(self.environ.get(v, "").strip() for v in STORAGE_VARS):
             self.say("storage: the configured storage (SUPABASE_URL / STORAGE_S3_ENDPOINT)")
             return
-        self.s3 = LocalS3().start()
+        try:
+            self.s3 = LocalS3().start()
+        except RuntimeError as exc:
+            raise SystemExit(f"demo: {exc}") from None
         self.say(f"storage: a local S3 server (moto) on {self.s3.endpoint}, buckets {', '.join(self.s3.buckets)}")
         self.env.update(self.s3.env())
 

@@ -13,6 +13,8 @@ from botocore.config import Config
 from worker.ports import free_port
 
 ACCESS_KEY_ID = "local-demo-key-id"
+MOTO_MISSING = ("the local S3 server needs moto, a development dependency: run `uv sync` in a checkout "
+                "(it installs the dev group), or set SUPABASE_URL or STORAGE_S3_ENDPOINT to use real storage")
 SECRET_ACCESS_KEY = "local-demo-secret"  # a local moto server accepts any key
 REGION = "us-east-1"
 
@@ -30,7 +32,12 @@ class LocalS3:
         self._server: Any = None
 
     def start(self) -> LocalS3:
-        from moto.server import ThreadedMotoServer
+        """Start the server and create the buckets. RuntimeError when moto is not installed
+        (it is a development dependency: Heroku's build leaves the dev group out of the slug)."""
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError:
+            raise RuntimeError(MOTO_MISSING) from None
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)

@@ -102,3 +102,15 @@ def test_demo_refuses_a_bad_spec_before_starting_anything(tmp_path):
     assert done.returncode == 1
     assert "layers[0].type" in done.stdout
     assert "database:" not in done.stdout
+
+
+def test_demo_without_moto_says_how_to_get_it(tmp_path):
+    """On a Heroku dyno the dev group (moto) is not installed: the demo explains instead of a traceback."""
+    shadow = tmp_path / "shadow" / "moto"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'moto'\")\n")
+    env = clean_env(PYTHONPATH=str(tmp_path / "shadow"))
+    done, _ = run_demo(env=env, timeout=60)
+    assert done.returncode != 0
+    assert "the local S3 server needs moto" in done.stdout and "uv sync" in done.stdout, done.stdout
+    assert "Traceback" not in done.stdout
