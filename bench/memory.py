@@ -42,7 +42,7 @@ def hwm_kb(pid: int) -> int:
 
 
 def measure(env: Env, conn: psycopg.Connection, minutes: float) -> dict:
-    conn.execute("truncate audio_queue.jobs")
+    conn.execute("truncate audio_queue.jobs cascade")  # and the webhook outbox
     proc = env.start_worker(env.worker_env(1, JOB_TIMEOUT_MS="7200000"), f"worker-mem-{minutes:g}.log")
     try:
         wait_ready(conn)

@@ -166,7 +166,7 @@ def upload_seconds(logs: list[Path]) -> float:
 
 
 def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: float, slots: int) -> dict:
-    conn.execute("truncate audio_queue.jobs")
+    conn.execute("truncate audio_queue.jobs cascade")  # and the webhook outbox
     env.ffmpeg_log.unlink(missing_ok=True)
     logs = [env.tmp / f"worker-{workers}-{k}.log" for k in range(workers)]
     procs = [env.start_worker(env.worker_env(slots), log.name) for log in logs]

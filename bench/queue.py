@@ -43,7 +43,7 @@ select audio_queue.complete_job(':id'::uuid, '{"ok": true}'::jsonb, null, ':leas
 
 
 def reset(conn: psycopg.Connection) -> None:
-    conn.execute("truncate audio_queue.jobs")
+    conn.execute("truncate audio_queue.jobs cascade")  # and the webhook outbox
     conn.execute("vacuum analyze audio_queue.jobs")
 
 

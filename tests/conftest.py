@@ -33,7 +33,7 @@ def migrated_url(pg: TestDatabases) -> str:
 def db_url(migrated_url: str) -> str:
     """The migrated database, emptied of jobs and with default queue settings."""
     with psycopg.connect(migrated_url, autocommit=True) as conn:
-        conn.execute("truncate audio_queue.jobs")
+        conn.execute("truncate audio_queue.jobs cascade")  # and the webhook outbox
         conn.execute("delete from audio_queue.settings")
         conn.execute("insert into audio_queue.settings default values")
     return migrated_url

@@ -18,8 +18,8 @@ SQL functions, called through ``worker.db.queue``. What it adds is timing:
 - on SIGTERM/SIGINT stops claiming, gives running jobs SHUTDOWN_GRACE_SECONDS, releases the rest;
 - survives database connection loss: every call is retried on a fresh connection with backoff.
 
-Each recorded outcome goes to ``worker.observe.Observer`` (metrics, completion webhook); with
-HEALTH_PORT/PORT it also serves /healthz and /metrics.
+Each recorded outcome goes to ``worker.observe.Observer`` (metrics, and a wake-up of the webhook
+outbox's delivery loop); with HEALTH_PORT/PORT it also serves /healthz and /metrics.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class ClaimLoop:
         self.sweep = sweep
         self.plan = plan
         self.worker_id = worker_id or new_worker_id(settings.worker_id)
-        self.pool = make_pool(plan, size=settings.max_concurrent_jobs + 2)
+        # +1 with WEBHOOK_URL: room for the webhook outbox's short calls beside the jobs' ones.
+        self.pool = make_pool(plan, size=settings.max_concurrent_jobs + 2 + (settings.webhook_url is not None))
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.work: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self.wake = asyncio.Event()
@@ -145,10 +146,15 @@ class ClaimLoop:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         await self.start()
         try:
-            await self.observer.start(self._health_source())
+            await self.observer.start(self._health_source(), self.db, self.worker_id)
         except OSError as exc:
+            await self.observer.close(wait_s=0)
             await self.pool.close()
             raise StartupError(f"cannot serve the health endpoint on {self.observer.bind}: {exc}") from None
+        except psycopg.Error as exc:
+            await self.observer.close(wait_s=0)
+            await self.pool.close()
+            raise StartupError(f"cannot turn the webhook outbox on: {redact(str(exc).strip())}") from None
         helpers = [asyncio.create_task(self._listen(), name="listen"),
                    asyncio.create_task(self._rescue(), name="rescue")]
         try:

@@ -25,6 +25,7 @@ class Delivery:
     at: float
     headers: dict[str, str]
     raw: bytes
+    status: int | None = None  # the answer, once sent
 
     @property
     def body(self) -> dict:
@@ -51,10 +52,15 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
-                rec.deliveries.append(Delivery(time.monotonic(), dict(self.headers.items()), raw))
+                d = Delivery(time.monotonic(), dict(self.headers.items()), raw)
+                rec.deliveries.append(d)
                 if rec.hang is not None:
                     rec.hang.wait(30)
-                status = rec.statuses.pop(0) if rec.statuses else 200
+                try:  # pop alone: the test may empty the list meanwhile
+                    status = rec.statuses.pop(0)
+                except IndexError:
+                    status = 200
+                d.status = status
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -104,13 +104,16 @@ def test_a_job_cancelled_while_processing_is_announced_as_cancelled(conn, fleet,
     assert body["error"] == "cancelled while processing" and job(conn, jid)["status"] == "cancelled"
 
 
-def test_shutdown_waits_a_bounded_time_for_a_hanging_webhook(conn, fleet, receivers):
+def test_shutdown_waits_a_bounded_time_for_a_hanging_webhook_and_leaves_it_in_the_outbox(conn, fleet, receivers):
     rx = receivers(hang=threading.Event())
-    enqueue(conn, {"sleep_ms": 0})
+    (jid,) = enqueue(conn, {"sleep_ms": 0})
     w = fleet.start(WEBHOOK_URL=rx.url, WEBHOOK_TIMEOUT_S=30, WEBHOOK_ATTEMPTS=1)
     wait_until(lambda: rx.deliveries, timeout=20, what="the webhook to arrive")
     started = time.monotonic()
     w.signal(signal.SIGTERM)
     assert w.wait(15) == 0
     assert 4 <= time.monotonic() - started < 10  # waited for the webhook, at most ~5 s
-    assert "dropping 1 undelivered notice" in w.log
+    assert "leaving 1 undelivered notice(s) in the outbox" in w.log
+    # Not dropped: handed back (lease released) for the next worker, same delivery id.
+    row = conn.execute("select job_id, delivery_id, claimed_until from audio_queue.webhook_outbox").fetchall()
+    assert [(r[0], str(r[1]), r[2]) for r in row] == [(jid, rx.deliveries[0].headers[DELIVERY_HEADER], None)]

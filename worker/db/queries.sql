@@ -63,3 +63,16 @@ select audio_queue.forget_objects(%(job_id)s, %(objects)s);
 
 -- name: orphaned_objects
 select job_id, status, objects from audio_queue.orphaned_objects(%(limit)s);
+
+-- name: enable_webhook_outbox
+-- A worker with WEBHOOK_URL, at start: job ends are written to audio_queue.webhook_outbox from now on.
+select audio_queue.enable_webhook_outbox();
+
+-- name: claim_webhook_notices
+select * from audio_queue.claim_webhook_notices(%(worker_id)s, %(limit)s, %(lease_seconds)s);
+
+-- name: webhook_delivered
+select audio_queue.webhook_delivered(%(id)s, %(delivery_id)s);
+
+-- name: webhook_attempt_failed
+select audio_queue.webhook_attempt_failed(%(id)s, %(delivery_id)s, %(error)s, %(retry_in)s, %(give_up)s);

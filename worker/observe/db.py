@@ -25,3 +25,34 @@ async def job_row(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, Any] | 
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(q("get_job"), {"job_id": job_id})
         return await cur.fetchone()
+
+
+# -- the webhook outbox (migration 0006) ------------------------------------------------------------
+
+async def enable_webhook_outbox(conn: AsyncConnection) -> bool:
+    """Job ends are written to audio_queue.webhook_outbox from now on; True if this call turned it on."""
+    cur = await conn.execute(q("enable_webhook_outbox"))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def claim_webhook_notices(conn: AsyncConnection, worker_id: str, limit: int,
+                                lease_seconds: int) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(q("claim_webhook_notices"),
+                          {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds})
+        return await cur.fetchall()
+
+
+async def webhook_delivered(conn: AsyncConnection, row_id: int, delivery_id: uuid.UUID) -> bool:
+    cur = await conn.execute(q("webhook_delivered"), {"id": row_id, "delivery_id": delivery_id})
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def webhook_attempt_failed(conn: AsyncConnection, row_id: int, delivery_id: uuid.UUID, error: str,
+                                 retry_in: float, give_up: bool) -> bool:
+    cur = await conn.execute(q("webhook_attempt_failed"), {
+        "id": row_id, "delivery_id": delivery_id, "error": error, "retry_in": retry_in, "give_up": give_up})
+    row = await cur.fetchone()
+    return bool(row and row[0])

@@ -1,14 +1,14 @@
 """The claim loop's one narrow interface to metrics, the health endpoint and webhooks.
 
 The claim loop calls :meth:`Observer.claimed` and :meth:`Observer.job_finished` (both synchronous
-and cheap: counters, and at most the scheduling of a webhook task), and ``start``/``close`` around
-its run. Each part is off unless configured: metrics and the endpoint with HEALTH_PORT (or PORT),
-the webhook with WEBHOOK_URL.
+and cheap: counters, and at most a wake-up of the webhook outbox loop), and ``start``/``close``
+around its run. Each part is off unless configured: metrics and the endpoint with HEALTH_PORT (or
+PORT), the webhook with WEBHOOK_URL. The webhook's notices themselves are written by the database
+(``audio_queue.webhook_outbox``, see ``worker.observe.outbox``), not built here.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from worker.config import WorkerSettings
@@ -16,10 +16,10 @@ from worker.db.queue import Job
 from worker.handlers import JobContext
 from worker.observe import metrics as _metrics
 from worker.observe.http import HealthServer, HealthSource
-from worker.observe.webhook import Webhooks
+from worker.observe.outbox import Outbox, Runner
 
-# Outcomes that end a job for good, and the webhook status they are announced with.
-FINAL = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+# Outcomes after which the job may have ended for good: its notice is in the outbox now.
+ENDED = frozenset({"completed", "failed", "cancelled", "timeout", "refused", "released"})
 WEBHOOK_WAIT_S = 5.0  # at shutdown, the longest wait for webhooks in flight
 
 
@@ -27,22 +27,27 @@ class Observer:
     def __init__(self, settings: WorkerSettings) -> None:
         self.bind = settings.health_bind()
         self.metrics = _metrics.install() if self.bind else None
-        self.webhooks: Webhooks | None = None
+        self.webhooks: Outbox | None = None
         if settings.webhook_url is not None:
             secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-            self.webhooks = Webhooks(str(settings.webhook_url), secret, settings.webhook_timeout_s,
-                                     settings.webhook_attempts, on_result=self._webhook_result)
+            self.webhooks = Outbox(str(settings.webhook_url), secret, settings.webhook_timeout_s,
+                                   settings.webhook_attempts, on_result=self._webhook_result)
         self.server: HealthServer | None = None
 
     @property
     def wants_final_row(self) -> bool:
         """Whether the loop should read a refused job's row to tell a cancel from a lost lease."""
-        return self.metrics is not None or self.webhooks is not None
+        return self.metrics is not None
 
-    async def start(self, src: HealthSource) -> None:
+    async def start(self, src: HealthSource, db: Runner | None = None, worker_id: str = "-") -> None:
+        """Serve the endpoint (raises OSError) and, with WEBHOOK_URL, turn the outbox on and start
+        delivering (raises the database's error). ``db`` runs ``fn(conn, ...)`` like ClaimLoop.db."""
         if self.bind and self.metrics is not None:
             self.server = HealthServer(src, self.metrics, *self.bind)
             await self.server.start()
+        if self.webhooks is not None:
+            assert db is not None, "the webhook outbox needs the database"
+            await self.webhooks.start(db, worker_id)
 
     def claimed(self, n: int) -> None:
         if self.metrics is not None and n:
@@ -53,17 +58,13 @@ class Observer:
                      row: dict[str, Any] | None = None) -> None:
         """Record one job's outcome (one of metrics.OUTCOMES), after the database has recorded it.
 
-        ``row`` is the job's row when the loop read it (a cancelled job): the notice is built from it.
+        The notice, if the job ended, was written to the outbox by the same transaction: this only
+        wakes the delivery loop.
         """
         if self.metrics is not None:
             self.metrics.job(outcome, elapsed, ctx.stage_durations())
-        if self.webhooks is None:
-            return
-        status = FINAL.get(outcome)
-        if outcome == "timeout" and job.attempts >= job.max_attempts:
-            status = "failed"  # the last attempt timed out: the database failed the job
-        if status is not None:
-            self.webhooks.send(notice(job, status, result=result, error=error, row=row))
+        if self.webhooks is not None and outcome in ENDED:
+            self.webhooks.poke()
 
     async def close(self, wait_s: float = WEBHOOK_WAIT_S) -> None:
         if self.webhooks is not None:
@@ -75,21 +76,3 @@ class Observer:
         if self.metrics is not None:
             self.metrics.webhooks.labels(result).inc()
 
-
-def notice(job: Job, status: str, *, result: dict[str, Any] | None = None, error: str | None = None,
-           row: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The webhook body. URLs as the database stores them (complete_job's rules); no secrets."""
-    r = result or {}
-    completed_at = (row or {}).get("completed_at") or datetime.now(UTC)
-    return {
-        "job_id": str(job.id),
-        "status": status,
-        "wav_url": r.get("wav_url"),
-        "mp3_url": r.get("mp3_url"),
-        "result_url": r.get("mp3_url") or r.get("result_url"),
-        "error": (row or {}).get("error_message") if row else error,
-        "attempts": job.attempts,
-        "track_id": str(job.track_id) if job.track_id else None,
-        "user_id": str(job.user_id) if job.user_id else None,
-        "completed_at": completed_at.isoformat(),
-    }

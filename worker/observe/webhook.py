@@ -1,4 +1,4 @@
-"""The completion webhook: a signed JSON POST when a job ends, sent in the background.
+"""The completion webhook's wire format: a signed JSON POST when a job ends, and one attempt of it.
 
 Scheme (also in the README):
 
@@ -9,34 +9,28 @@ Scheme (also in the README):
 - ``X-Audio-Worker-Timestamp``: unix seconds when this attempt was signed.
 - With WEBHOOK_SECRET: ``X-Audio-Worker-Signature: sha256=<hex>``, the HMAC-SHA256 with the secret
   as key of ``<timestamp> + "." + <the exact body bytes>``.
-- Retried WEBHOOK_ATTEMPTS times in all on connection errors, timeouts, 408, 429 and 5xx (backoff
+- Retried WEBHOOK_ATTEMPTS times in all on connection errors, timeouts, 408, 425, 429 and 5xx (backoff
   1 s, 2 s, 4 s ... capped at 30 s); any other answer ends it (2xx: delivered).
 
-Deliveries are tasks of their own: they never delay a job's completion or the next claim. At
-shutdown the worker waits at most a few seconds for those in flight, then drops them.
+Which notices to send, and when to retry them, is the outbox's business (``worker.observe.outbox``,
+table ``audio_queue.webhook_outbox``): the notices are rows in Postgres, not tasks in memory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import time
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
-from loguru import logger
 
 from worker.logs import redact
 
 SIGNATURE_HEADER = "X-Audio-Worker-Signature"
 TIMESTAMP_HEADER = "X-Audio-Worker-Timestamp"
 DELIVERY_HEADER = "X-Audio-Worker-Delivery"
-MAX_PENDING = 1000  # notices beyond this many in flight are dropped (and counted), not queued
-CONCURRENCY = 16
 BACKOFF_BASE_S, BACKOFF_CAP_S = 1.0, 30.0
 RETRY_STATUSES = frozenset({408, 425, 429})
 
@@ -61,72 +55,46 @@ def _where(url: str) -> str:
     return f"{u.scheme}://{u.host}{'' if u.port is None else f':{u.port}'}"  # never the path, query or userinfo
 
 
-class Webhooks:
-    def __init__(self, url: str, secret: str | None, timeout_s: float, attempts: int,
-                 on_result: Callable[[str], None] | None = None) -> None:
-        self.url, self.secret, self.timeout_s, self.attempts = url, secret, timeout_s, attempts
-        self.where = _where(url)
-        self._on_result = on_result or (lambda _r: None)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(CONCURRENCY)
-        self._client: httpx.AsyncClient | None = None
+def where(url: str) -> str:
+    """What logs and errors may show of WEBHOOK_URL: scheme, host and port only."""
+    return _where(url)
 
-    def send(self, notice: dict[str, Any]) -> None:
-        """Queue ``notice`` for delivery and return at once."""
-        if len(self._tasks) >= MAX_PENDING:
-            logger.warning("webhook: {} notices already in flight; dropping the one for job {}", MAX_PENDING,
-                           notice.get("job_id"))
-            self._on_result("dropped")
-            return
-        body = json.dumps(notice, separators=(",", ":"), default=str).encode()
-        task = asyncio.create_task(self._deliver(str(notice.get("job_id")), body), name="webhook")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+def body(notice: dict[str, Any]) -> bytes:
+    return json.dumps(notice, separators=(",", ":"), default=str).encode()
 
-    async def _deliver(self, job_id: str, body: bytes) -> None:
-        delivery = str(uuid.uuid4())
-        async with self._slots:
-            if self._client is None:
-                self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
-            for attempt in range(1, self.attempts + 1):
-                ts = str(int(time.time()))
-                headers = {"Content-Type": "application/json", "User-Agent": "audio-worker",
-                           DELIVERY_HEADER: delivery, TIMESTAMP_HEADER: ts}
-                if self.secret:
-                    headers[SIGNATURE_HEADER] = sign(self.secret, ts, body)
-                try:
-                    r = await self._client.post(self.url, content=body, headers=headers)
-                    status, why = r.status_code, f"HTTP {r.status_code}"
-                except httpx.HTTPError as exc:
-                    msg = str(exc).replace(self.url, self.where)  # the URL may carry a token
-                    status, why = None, redact(type(exc).__name__ + (f": {msg}" if msg else ""))
-                if status is not None and 200 <= status < 300:
-                    logger.debug("webhook for job {} delivered to {} (attempt {})", job_id, self.where, attempt)
-                    self._on_result("delivered")
-                    return
-                retry = status is None or status >= 500 or status in RETRY_STATUSES
-                if not retry or attempt == self.attempts:
-                    logger.warning("webhook for job {} to {} failed after {} attempt(s): {}", job_id, self.where,
-                                   attempt, why)
-                    self._on_result("failed")
-                    return
-                delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-                logger.info("webhook for job {} to {}: {}; retrying in {:g}s", job_id, self.where, why, delay)
-                await asyncio.sleep(delay)
 
-    async def close(self, wait_s: float) -> None:
-        """Wait up to ``wait_s`` for deliveries in flight, drop the rest, close the client."""
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=max(wait_s, 0))
-            if pending:
-                logger.warning("webhook: dropping {} undelivered notice(s) at shutdown", len(pending))
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+def headers(delivery_id: str, raw: bytes, secret: str | None) -> dict[str, str]:
+    """One attempt's headers, signed now."""
+    ts = str(int(time.time()))
+    out = {"Content-Type": "application/json", "User-Agent": "audio-worker",
+           DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: ts}
+    if secret:
+        out[SIGNATURE_HEADER] = sign(secret, ts, raw)
+    return out
+
+
+def retryable(status: int | None) -> bool:
+    """Connection errors and timeouts (None), 408, 425, 429 and 5xx are tried again."""
+    return status is None or status >= 500 or status in RETRY_STATUSES
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1, 2, 4 ... capped)."""
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(attempt - 1, 0))
+
+
+async def attempt(client: httpx.AsyncClient, url: str, delivery_id: str, raw: bytes,
+                  secret: str | None) -> tuple[int | None, str]:
+    """POST once. (HTTP status or None, a reason safe to log: never the URL's path, query or the secret)."""
+    try:
+        r = await client.post(url, content=raw, headers=headers(delivery_id, raw, secret))
+        return r.status_code, f"HTTP {r.status_code}"
+    except httpx.HTTPError as exc:
+        msg = str(exc)
+        for s in {url, str(httpx.URL(url))}:
+            msg = msg.replace(s, _where(url))  # the URL may carry a token
+        q = httpx.URL(url).query.decode()
+        if q:
+            msg = msg.replace(q, "***")
+        return None, redact(type(exc).__name__ + (f": {msg}" if msg else ""))
