@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import pipeline_env
+from tests.observe.support import Receiver
 from tests.support.workers import wait_until
 
 SOAK_JOBS = int(os.environ.get("SOAK_JOBS", "200"))
@@ -31,8 +32,12 @@ def test_random_kills_and_restarts_lose_nothing_and_leave_nothing(conn, fleet, s
     ids = [r[0] for r in conn.execute(
         "select audio_queue.enqueue_job(%s::jsonb, p_max_attempts => 10) from generate_series(1, %s)",
         (json.dumps(SPEC), SOAK_JOBS)).fetchall()]
+    # The webhook receiver answers 503 to about one post in ten; WEBHOOK_ATTEMPTS=10 so no notice
+    # runs out of attempts by bad luck: every job end must reach it, whatever the kills.
+    receiver = Receiver(statuses=[503 if rng.random() < 0.1 else 200 for _ in range(4 * SOAK_JOBS)]).start()
     env = pipeline_env(s3, tmp_path, LEASE_SECONDS=3, RESCUE_INTERVAL_SECONDS=1, MAX_CONCURRENT_JOBS=2,
-                       SHUTDOWN_GRACE_SECONDS=2, LOG_LEVEL="warning")
+                       SHUTDOWN_GRACE_SECONDS=2, LOG_LEVEL="warning", WEBHOOK_URL=receiver.url,
+                       WEBHOOK_ATTEMPTS=10, WEBHOOK_TIMEOUT_S=2)
     live = [fleet.start(**env) for _ in range(3)]
     terminated = []
     kills = 0
@@ -64,6 +69,7 @@ def test_random_kills_and_restarts_lose_nothing_and_leave_nothing(conn, fleet, s
 
     rows = conn.execute("select id, status, result from audio_queue.jobs").fetchall()
     assert len(rows) == SOAK_JOBS and {r[0] for r in rows} == set(ids)
+    status_of = {str(i): s for i, s, _ in rows}
     statuses = {s for _, s, _ in rows}
     assert statuses <= {"completed", "failed"}, statuses
     completed = [r for _, s, r in rows if s == "completed"]
@@ -82,11 +88,27 @@ def test_random_kills_and_restarts_lose_nothing_and_leave_nothing(conn, fleet, s
         return {(b, o["Key"]) for b in {s3.bucket, s3.preview_bucket}
                 for page in pages.paginate(Bucket=b) for o in page.get("Contents", [])}
 
+    def notices_pending() -> int:
+        return conn.execute("select count(*) from audio_queue.webhook_outbox").fetchone()[0]
+
     sweeper = fleet.start(**env)
     try:
         wait_until(lambda: stored() == expected, timeout=30, interval=0.5,
                    what=f"storage to hold exactly the completed files "
                         f"(extra: {len(stored() - expected)}, missing: {len(expected - stored())})")
+        # Notices of killed workers' jobs wait out their lease (WEBHOOK_TIMEOUT_S + 10 s) at most.
+        wait_until(lambda: notices_pending() == 0, timeout=60, interval=0.5,
+                   what="every webhook notice to be delivered")
     finally:
         sweeper.signal(signal.SIGTERM)
         sweeper.wait(30)
+        receiver.stop()
+
+    # Every job's end reached the receiver (at least once; one delivery id per job) with its status.
+    acknowledged: dict[str, set[str]] = {}
+    for d in list(receiver.deliveries):
+        if d.status == 200:
+            assert d.body["status"] == status_of[d.body["job_id"]], d.body
+            acknowledged.setdefault(d.body["job_id"], set()).add(d.headers["X-Audio-Worker-Delivery"])
+    assert set(acknowledged) == set(status_of), f"{len(set(status_of) - set(acknowledged))} jobs never announced"
+    assert all(len(ids) == 1 for ids in acknowledged.values())
