@@ -1,11 +1,15 @@
 """Queue benchmark: no-op jobs through the real SQL functions and real worker processes.
 
-    uv run python bench/queue.py [--jobs 20000] [--slots 10] [--samples 300]
+    uv run python bench/queue.py [--jobs 20000] [--slots 10] [--samples 300] [--webhook]
 
 Prints, in one run on one throwaway database:
 - jobs/s with 1 and 4 ``python -m worker run`` processes (JOB_HANDLER=worker.handlers:noop);
 - jobs/s of pgbench running the same claim/complete function calls (the database's own ceiling);
 - enqueue-to-start latency p50/p95 for an idle worker woken by NOTIFY.
+
+With ``--webhook`` the workers run with WEBHOOK_URL pointing at a local receiver (answers 204):
+every job end also writes a webhook_outbox row and the workers post it, so the rates include the
+outbox's cost; the run waits for the outbox to drain and prints how long that took.
 
 Rates and latencies come from the jobs' own timestamps (the server's clock): first started_at to
 last completed_at, and started_at - created_at. Not a test: nothing here asserts a speed.
@@ -29,7 +33,9 @@ import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg  # noqa: E402
 
@@ -66,9 +72,43 @@ def wait_done(conn: psycopg.Connection, n: int, timeout: float = 600) -> None:
         time.sleep(0.05)
 
 
+WEBHOOK_URL: str | None = None  # set by --webhook
+
+
+class _Sink(BaseHTTPRequestHandler):
+    received = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        _Sink.received += 1
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def start_receiver() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def wait_outbox_empty(conn: psycopg.Connection, timeout: float = 600) -> float:
+    started = time.monotonic()
+    while conn.execute("select count(*) from audio_queue.webhook_outbox").fetchone()[0]:
+        if time.monotonic() - started > timeout:
+            raise SystemExit("bench: webhook notices not delivered in time")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
 def start_workers(url: str, k: int, slots: int) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "DATABASE_URL": url, "JOB_HANDLER": "worker.handlers:noop",
            "MAX_CONCURRENT_JOBS": str(slots), "LOG_LEVEL": "warning", "POLL_INTERVAL_MS": "1000"}
+    if WEBHOOK_URL:
+        env["WEBHOOK_URL"] = WEBHOOK_URL
     return [subprocess.Popen([sys.executable, "-m", "worker", "run"], cwd=REPO, env=env) for _ in range(k)]
 
 
@@ -85,6 +125,9 @@ def bench_workers(url: str, conn: psycopg.Connection, k: int, jobs: int, slots: 
     procs = start_workers(url, k, slots)
     try:
         wait_done(conn, jobs)
+        if WEBHOOK_URL:
+            drained = wait_outbox_empty(conn)
+            print(f"    webhook notices: all delivered {drained:.1f} s after the last job completed")
     finally:
         stop(procs)
     r, _ = rate(conn)
@@ -130,14 +173,20 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=20000, help="jobs per throughput run")
     ap.add_argument("--slots", type=int, default=10, help="MAX_CONCURRENT_JOBS of each worker")
     ap.add_argument("--samples", type=int, default=300, help="jobs in the latency run")
+    ap.add_argument("--webhook", action="store_true", help="workers post a webhook per job to a local receiver")
     args = ap.parse_args()
+    global WEBHOOK_URL
+    receiver = start_receiver() if args.webhook else None
+    if receiver is not None:
+        WEBHOOK_URL = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
 
     dbs = TestDatabases()
     url = dbs.create("aw_bench")
     try:
         migrate(url, log=lambda _m: None)
         with psycopg.connect(url, autocommit=True) as conn:
-            print(f"queue bench: {args.jobs} no-op jobs per run, {args.slots} slots per worker, {os.cpu_count()} cores")
+            print(f"queue bench: {args.jobs} no-op jobs per run, {args.slots} slots per worker, {os.cpu_count()} cores"
+                  + (", webhooks on (local receiver)" if WEBHOOK_URL else ""))
             for k in (1, 4):
                 r = bench_workers(url, conn, k, args.jobs, args.slots)
                 print(f"  worker processes={k}: {r:8.0f} jobs/s")
@@ -149,6 +198,8 @@ def main() -> None:
                   f"({args.samples} jobs)")
     finally:
         dbs.close()
+        if receiver is not None:
+            receiver.shutdown()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,12 @@ async def webhook_delivered(conn: AsyncConnection, row_id: int, delivery_id: uui
     return bool(row and row[0])
 
 
+async def webhooks_delivered(conn: AsyncConnection, acks: list[tuple[int, uuid.UUID]]) -> None:
+    """Record several deliveries in one transaction: one round trip (pipelined) and one commit."""
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(q("webhook_delivered"), [{"id": i, "delivery_id": d} for i, d in acks])
+
+
 async def webhook_attempt_failed(conn: AsyncConnection, row_id: int, delivery_id: uuid.UUID, error: str,
                                  retry_in: float, give_up: bool) -> bool:
     cur = await conn.execute(q("webhook_attempt_failed"), {

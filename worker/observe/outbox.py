@@ -8,7 +8,8 @@ transaction that ends a job, whoever ends it (this worker, another one, ``cancel
 - claim due notices (``claim_webhook_notices``: at most BATCH per call and MAX_IN_FLIGHT posting
   at once; each is leased to this worker for one attempt, so no other worker posts it meanwhile);
 - POST each one once, in a task of its own (``worker.observe.webhook``: body, headers, signature);
-- 2xx: ``webhook_delivered`` (the row is deleted). Otherwise ``webhook_attempt_failed``: due again
+- 2xx: ``webhook_delivered`` (the row is deleted; the loop records the deliveries of a cycle
+  together, in one transaction). Otherwise ``webhook_attempt_failed``: due again
   after the backoff (1 s, 2 s, 4 s ... capped at 30 s) on connection errors, timeouts, 408, 425,
   429 and 5xx, until WEBHOOK_ATTEMPTS attempts; any other answer, or the last attempt, gives up
   (the row is deleted, a warning is logged);
@@ -37,6 +38,7 @@ from worker.observe import db as obs_db
 from worker.observe import webhook
 
 POLL_S = 1.0  # idle poll of the outbox (notices of jobs other workers or SQL ended)
+CYCLE_S = 0.02  # at most one claim (and one batch of delivery records) this often
 BATCH = 20  # notices claimed per call
 MAX_IN_FLIGHT = 32  # posts at once per worker
 LEASE_MARGIN_S = 10  # a claim's lease: one attempt's timeout plus this
@@ -74,6 +76,7 @@ class Outbox:
         self.lease_s = int(math.ceil(timeout_s + LEASE_MARGIN_S))
         self._on_result = on_result or (lambda _r: None)
         self._inflight: dict[int, tuple[dict[str, Any], asyncio.Task[None]]] = {}
+        self._acks: list[tuple[int, Any]] = []  # delivered, not yet recorded: (row id, delivery id)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -100,8 +103,14 @@ class Outbox:
     async def _run(self) -> None:
         assert self._db is not None
         backoff = POLL_S
+        cycle_at = 0.0
         while not self._stopping:
+            # At most one cycle (record deliveries, claim) per CYCLE_S: under load the wake-ups of
+            # many job ends and finished posts share one pair of database calls.
+            await asyncio.sleep(max(0.0, cycle_at + CYCLE_S - time.monotonic()))
+            cycle_at = time.monotonic()
             self._wake.clear()
+            await self._record_deliveries()
             free = MAX_IN_FLIGHT - len(self._inflight)
             if free > 0:
                 want = min(free, BATCH)
@@ -147,7 +156,7 @@ class Outbox:
         if status is not None and 200 <= status < 300:
             logger.debug("webhook for job {} delivered to {} (attempt {})", job_id, self.where, attempt_no)
             self._on_result("delivered")
-            await self._record(obs_db.webhook_delivered, row)
+            self._acks.append((row["id"], row["delivery_id"]))  # recorded by the loop, with others
             return
         give_up = not webhook.retryable(status) or attempt_no >= self.attempts
         delay = webhook.backoff(attempt_no)
@@ -158,6 +167,19 @@ class Outbox:
         else:
             logger.info("webhook for job {} to {}: {}; retrying in {:g}s", job_id, self.where, why, delay)
         await self._record(obs_db.webhook_attempt_failed, row, why, delay, give_up)
+
+    async def _record_deliveries(self) -> None:
+        """Delete the delivered notices' rows, all in one call. If it fails, their leases run out
+        and they are posted again (at least once), so the acks are not kept for another try."""
+        acks, self._acks = self._acks, []
+        if not acks:
+            return
+        assert self._db is not None
+        try:
+            await self._db(obs_db.webhooks_delivered, acks, until=time.monotonic() + DB_WAIT_S)
+        except Exception as exc:
+            logger.warning("webhook: could not record {} delivered notice(s) ({}); they will be posted again "
+                           "after their lease", len(acks), redact(str(exc).strip() or type(exc).__name__))
 
     async def _record(self, fn: Callable[..., Awaitable[bool]], row: dict[str, Any], *args: Any) -> None:
         assert self._db is not None
@@ -191,6 +213,7 @@ class Outbox:
                 await asyncio.gather(*pending, return_exceptions=True)
                 for row in rows:  # released now rather than when their lease runs out
                     await self._record(obs_db.webhook_attempt_failed, row, INTERRUPTED, 0.0, False)
+        await self._record_deliveries()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
