@@ -12,20 +12,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.observe.support import get
 from tests.queue.test_worker_process import enqueue
-from tests.support.workers import WorkerFleet, wait_until
+from tests.support.workers import wait_until
 from worker.observe import db as observe_db
 from worker.observe.http import HealthSource, health, metrics_text
 from worker.observe.metrics import Metrics
 from worker.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def fleet(db_url, tmp_path):
-    f = WorkerFleet(db_url, tmp_path)
-    yield f
-    f.close()
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:

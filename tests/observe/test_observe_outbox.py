@@ -15,33 +15,12 @@ from tests.observe.support import Delivery, Receiver, get
 from tests.observe.test_observe_endpoint import sample
 from tests.queue.test_worker_process import all_finished, enqueue, job
 from tests.support.jobs import scalar
-from tests.support.workers import WorkerFleet, wait_until
+from tests.support.workers import wait_until
 from worker.observe.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from worker.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = "whsec-outbox-7d41e0"
-
-
-@pytest.fixture
-def fleet(db_url, tmp_path):
-    f = WorkerFleet(db_url, tmp_path)
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def receivers():
-    started: list[Receiver] = []
-
-    def make(**kw) -> Receiver:
-        r = Receiver(**kw).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def outbox_count(conn) -> int:

@@ -8,34 +8,12 @@ import time
 
 import pytest
 
-from tests.observe.support import Receiver
 from tests.queue.test_worker_process import enqueue, job
-from tests.support.workers import WorkerFleet, wait_until
+from tests.support.workers import wait_until
 from worker.observe.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "whsec-test-5f2a9c"
-
-
-@pytest.fixture
-def fleet(db_url, tmp_path):
-    f = WorkerFleet(db_url, tmp_path)
-    yield f
-    f.close()
-
-
-@pytest.fixture
-def receivers():
-    started: list[Receiver] = []
-
-    def make(**kw) -> Receiver:
-        r = Receiver(**kw).start()
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def test_completed_and_failed_jobs_are_announced_signed(conn, fleet, receivers):
