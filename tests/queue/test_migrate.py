@@ -134,3 +134,28 @@ def test_on_supabase_the_api_roles_get_nothing_and_service_role_may_use_the_queu
         pg.drop(url)
         for r in roles:
             conn.execute(f"drop role if exists {r}")
+
+
+def test_a_database_migrated_with_the_first_revision_of_0001_is_upgraded(empty_db):
+    """0001 was edited after it landed: its privileges block became audio_queue.apply_privileges(),
+    which every later migration calls. A database that applied the first revision (recorded
+    sha256 abcfc4c20158..., no such procedure) is bridged by migrations/revisions/ and migrated on."""
+    first = discover()[0]
+    with psycopg.connect(empty_db, autocommit=True) as conn:  # the state the first revision left
+        conn.execute(first.sql.encode())
+        conn.execute("drop procedure audio_queue.apply_privileges()")
+        conn.execute("update audio_queue.schema_migrations set checksum = %s where version = 1",
+                     ("abcfc4c2015834af9dcb43fee2a3e668699b82504f15e59a5e3032ed972a2bab",))
+    logs: list[str] = []
+    applied = migrate(empty_db, log=logs.append)
+
+    assert applied[0] == "0001_queue_core.abcfc4c20158" and applied[1:] == [m.name for m in discover()[1:]]
+    assert logs[0].startswith("upgraded 0001_queue_core.sql from its earlier revision abcfc4c20158")
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute("select version, checksum from audio_queue.schema_migrations order by 1").fetchall()
+        assert conn.execute("select to_regprocedure('audio_queue.apply_privileges()')").fetchone()[0] is not None
+        public_can = conn.execute("select has_function_privilege('public', "
+                                  "'audio_queue.complete_jobs(uuid[], uuid[], jsonb[])', 'execute')").fetchone()[0]
+    assert [(v, c) for v, c in rows] == [(m.version, m.checksum) for m in discover()]
+    assert public_can is False
+    assert migrate(empty_db, log=lambda _m: None) == []

@@ -7,6 +7,9 @@
   run: landed migrations are immutable, changes go in a new file.
 - Files applied by hand with ``psql -f`` record their version without a checksum; the runner adopts
   the current file's checksum for them.
+- A landed file that was edited anyway (0001 once was) ships a bridge in ``migrations/revisions/``,
+  named ``<migration>.<first 12 hex of the old sha256>.sql``: for a database that applied that
+  earlier revision the runner runs the bridge and records the current checksum, then goes on.
 """
 
 from __future__ import annotations
@@ -73,10 +76,16 @@ def _recorded(conn: psycopg.Connection) -> dict[int, str | None]:
     return {int(v): c for v, c in rows}
 
 
+def revision_bridge(m: Migration, recorded_checksum: str) -> Path | None:
+    """The file that upgrades ``m`` as applied at ``recorded_checksum`` to the current file, if any."""
+    bridge = m.path.parent / "revisions" / f"{m.path.stem}.{recorded_checksum[:12]}.sql"
+    return bridge if bridge.is_file() else None
+
+
 def _verify(recorded: dict[int, str | None], migrations: list[Migration]) -> None:
     for m in migrations:
         chk = recorded.get(m.version)
-        if chk is not None and chk != m.checksum:
+        if chk is not None and chk != m.checksum and revision_bridge(m, chk) is None:
             raise MigrationError(
                 f"{m.path.name} changed after it was applied to this database "
                 f"(recorded sha256 {chk[:12]}..., file {m.checksum[:12]}...). Landed migrations never "
@@ -96,12 +105,17 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
                 recorded = _recorded(conn)
                 _verify(recorded, migrations)
                 if m.version in recorded:
-                    if recorded[m.version] is None:
-                        conn.execute(
-                            "update audio_queue.schema_migrations set checksum = %s where version = %s",
-                            (m.checksum, m.version),
-                        )
-                        log(f"adopted {m.path.name} (applied by hand earlier)")
+                    old = recorded[m.version]
+                    if old != m.checksum:  # _verify allowed it: applied by hand, or a bridged revision
+                        bridge = revision_bridge(m, old) if old is not None else None
+                        if bridge is not None:
+                            conn.execute(bridge.read_bytes())
+                            applied.append(bridge.stem)
+                            log(f"upgraded {m.path.name} from its earlier revision {old[:12]} ({bridge.name})")
+                        else:
+                            log(f"adopted {m.path.name} (applied by hand earlier)")
+                        conn.execute("update audio_queue.schema_migrations set checksum = %s where version = %s",
+                                     (m.checksum, m.version))
                     continue
                 conn.execute(m.sql.encode())
                 conn.execute(
