@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.e2e.conftest import all_keys, enqueue, pipeline_env
 from tests.e2e.test_pipeline_failures import finished
-from tests.e2e.test_pipeline_inputs import AudioHost, fetch, music
+from tests.e2e.test_pipeline_inputs import AudioHost, fetch, host, music  # noqa: F401 - host: fixture
 from tests.fakes.audio import sample_audio
 from tests.fakes.server import Reply
 from worker.errors import PayloadError, RetryableError
@@ -37,12 +37,6 @@ ONLY_127_0_0_1 = {IPv4Address("127.0.0.1")}.__contains__
 
 class SecondHost(AudioHost):
     bind_host = "127.0.0.2"
-
-
-@pytest.fixture
-def host() -> Iterator[AudioHost]:
-    with AudioHost() as server:
-        yield server
 
 
 @pytest.fixture
