@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.audio import sample_audio
+from tests.fakes.server import FakeServer, Reply
 from tests.support.jobs import job  # noqa: F401 - re-exported for the e2e and fault tests
 from tests.support.s3 import S3Server
 from tests.support.workers import WorkerFleet
@@ -85,3 +87,20 @@ def run_now(conn: Any, job_id: Any) -> None:
 
 def all_keys(s3: S3Server) -> list[str]:
     return [f"{b}/{k}" for b in dict.fromkeys(s3.buckets) for k in s3.keys(b)]
+
+
+class AudioHost(FakeServer):
+    """Serves a 300 Hz mp3 at any path; scripted replies override."""
+
+    def respond(self, req):
+        return Reply(200, content_type="audio/mpeg") if req.method == "GET" else Reply(405, b"")
+
+    def audio_reply(self, req):
+        return sample_audio("mp3", seconds=1.0, freq=300.0, rate=44100)
+
+
+@pytest.fixture
+def host() -> Iterator[AudioHost]:
+    """A local HTTP server (127.0.0.1) handing out audio, for music ``url`` layers."""
+    with AudioHost() as server:
+        yield server

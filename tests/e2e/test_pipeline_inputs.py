@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.conftest import all_keys
 from tests.e2e.test_pipeline_cancel import make_job
 from tests.fakes.audio import sample_audio
-from tests.fakes.server import FakeServer, Reply
+from tests.fakes.server import Reply
 from tests.support.audio import decode, peak_hz_per_channel, window
 from worker import pipeline
 from worker.errors import PayloadError, RetryableError
@@ -22,22 +22,6 @@ from worker.render import RenderSettings, parse_spec
 from worker.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class AudioHost(FakeServer):
-    """Serves a 300 Hz mp3 at any path; scripted replies override."""
-
-    def respond(self, req):
-        return Reply(200, content_type="audio/mpeg") if req.method == "GET" else Reply(405, b"")
-
-    def audio_reply(self, req):
-        return sample_audio("mp3", seconds=1.0, freq=300.0, rate=44100)
-
-
-@pytest.fixture
-def host():
-    with AudioHost() as server:
-        yield server
 
 
 def music(**source) -> object:

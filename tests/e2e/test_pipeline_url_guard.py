@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.conftest import all_keys, enqueue, pipeline_env
+from tests.e2e.conftest import AudioHost, all_keys, enqueue, pipeline_env
 from tests.e2e.test_pipeline_failures import finished
-from tests.e2e.test_pipeline_inputs import AudioHost, fetch, host, music  # noqa: F401 - host: fixture
+from tests.e2e.test_pipeline_inputs import fetch, music
 from tests.fakes.audio import sample_audio
 from tests.fakes.server import Reply
 from worker.errors import PayloadError, RetryableError
