@@ -387,7 +387,7 @@ class ClaimLoop:
             ok = await self.db(queue.complete_job, job, error=msg, retryable=True)
             self.log.warning("job {}", msg)
             if ok:
-                self._observe(job, "timeout", elapsed, ctx, error=msg)
+                self._observe(job, "timeout", elapsed, ctx)
             else:
                 await self._observe_refused(job, ctx, elapsed)
             return
@@ -404,7 +404,7 @@ class ClaimLoop:
             else:
                 if ok:
                     self.log.info("job completed in {:.2f}s (attempt {})", elapsed, job.attempts)
-                    self._observe(job, "completed", elapsed, ctx, result=result)
+                    self._observe(job, "completed", elapsed, ctx)
                 else:
                     await self._discard(ctx)
                     self.log.warning("completion refused (lease lost or job cancelled): work discarded")
@@ -424,15 +424,15 @@ class ClaimLoop:
                          job.max_attempts, error)
         if ok:
             again = retryable and job.attempts < job.max_attempts  # complete_job's own rule
-            self._observe(job, "retrying" if again else "failed", elapsed, ctx, error=error)
+            self._observe(job, "retrying" if again else "failed", elapsed, ctx)
         else:
             await self._observe_refused(job, ctx, elapsed)
 
-    # -- outcomes for observability (metrics, webhook): never allowed to fail a job ----------------
+    # -- outcomes for observability (metrics, webhook wake-up): never allowed to fail a job ----------------
 
-    def _observe(self, job: queue.Job, outcome: str, elapsed: float, ctx: JobContext, **kw: Any) -> None:
+    def _observe(self, job: queue.Job, outcome: str, elapsed: float, ctx: JobContext) -> None:
         try:
-            self.observer.job_finished(job, outcome, elapsed, ctx, **kw)
+            self.observer.job_finished(job, outcome, elapsed, ctx)
         except Exception as exc:
             self.log.opt(exception=exc).error("observer failed on outcome {}: {}", outcome, redact(str(exc)))
 
@@ -450,11 +450,11 @@ class ClaimLoop:
         """complete_job said no: cancelled under our lease, or no longer ours (refused)."""
         row = await self._final_row(job)
         cancelled = row is not None and row["status"] == "cancelled" and row["lease_id"] == job.lease_id
-        self._observe(job, "cancelled" if cancelled else "refused", elapsed, ctx, row=row if cancelled else None)
+        self._observe(job, "cancelled" if cancelled else "refused", elapsed, ctx)
 
     async def _observe_released(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
         """release_job took it back: pending again (released), or cancelled because a cancel was asked."""
         row = await self._final_row(job)
         cancelled = (row is not None and row["status"] == "cancelled"
                      and row["error_message"] == "cancelled while processing" and row["lease_id"] is None)
-        self._observe(job, "cancelled" if cancelled else "released", elapsed, ctx, row=row if cancelled else None)
+        self._observe(job, "cancelled" if cancelled else "released", elapsed, ctx)

@@ -9,8 +9,6 @@ PORT), the webhook with WEBHOOK_URL. The webhook's notices themselves are writte
 
 from __future__ import annotations
 
-from typing import Any
-
 from worker.config import WorkerSettings
 from worker.db.queue import Job
 from worker.handlers import JobContext
@@ -53,9 +51,7 @@ class Observer:
         if self.metrics is not None and n:
             self.metrics.claims.inc(n)
 
-    def job_finished(self, job: Job, outcome: str, elapsed: float, ctx: JobContext, *,
-                     result: dict[str, Any] | None = None, error: str | None = None,
-                     row: dict[str, Any] | None = None) -> None:
+    def job_finished(self, job: Job, outcome: str, elapsed: float, ctx: JobContext) -> None:
         """Record one job's outcome (one of metrics.OUTCOMES), after the database has recorded it.
 
         The notice, if the job ended, was written to the outbox by the same transaction: this only

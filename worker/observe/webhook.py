@@ -50,14 +50,10 @@ def verify(secret: str, timestamp: str, body: bytes, header: str, tolerance_s: f
     return fresh and hmac.compare_digest(sign(secret, timestamp, body), header)
 
 
-def _where(url: str) -> str:
-    u = httpx.URL(url)
-    return f"{u.scheme}://{u.host}{'' if u.port is None else f':{u.port}'}"  # never the path, query or userinfo
-
-
 def where(url: str) -> str:
     """What logs and errors may show of WEBHOOK_URL: scheme, host and port only."""
-    return _where(url)
+    u = httpx.URL(url)
+    return f"{u.scheme}://{u.host}{'' if u.port is None else f':{u.port}'}"  # never the path, query or userinfo
 
 
 def body(notice: dict[str, Any]) -> bytes:
@@ -93,7 +89,7 @@ async def attempt(client: httpx.AsyncClient, url: str, delivery_id: str, raw: by
     except httpx.HTTPError as exc:
         msg = str(exc)
         for s in {url, str(httpx.URL(url))}:
-            msg = msg.replace(s, _where(url))  # the URL may carry a token
+            msg = msg.replace(s, where(url))  # the URL may carry a token
         q = httpx.URL(url).query.decode()
         if q:
             msg = msg.replace(q, "***")
