@@ -23,15 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import os
+import time
 
-import psycopg  # noqa: E402
+import psycopg
 
-from bench.pipeline import Env, spec, stop, wait_done, wait_ready  # noqa: E402
-from bench.render import TreeSampler  # noqa: E402
+from bench.pipeline import Env, spec, stop, wait_done, wait_ready
+from bench.render import TreeSampler
 
 
 def hwm_kb(pid: int) -> int:
@@ -50,16 +50,26 @@ def measure(env: Env, conn: psycopg.Connection, minutes: float) -> dict:
         idle = hwm_kb(proc.pid)
         sampler = TreeSampler(proc.pid)
         sampler.start()
-        conn.execute("select audio_queue.enqueue_job(%s::jsonb)", (json.dumps(spec(minutes * 60, bit_depth=16)),))
+        conn.execute(
+            "select audio_queue.enqueue_job(%s::jsonb)", (json.dumps(spec(minutes * 60, bit_depth=16)),)
+        )
         wait_done(conn, 1, [proc], timeout=600 + minutes * 60)
         sampler.stop.set()
         sampler.join()
         peak = hwm_kb(proc.pid)
     finally:
         stop([proc])
-    wall, size = conn.execute("select extract(epoch from completed_at - started_at)::float, "
-                              "(result->'master'->>'size')::bigint from audio_queue.jobs").fetchone()
-    return {"idle_kb": idle, "worker_kb": peak, "tree_kb": sampler.peak_kb, "wall_s": wall, "master_mb": size / 2**20}
+    wall, size = conn.execute(
+        "select extract(epoch from completed_at - started_at)::float, "
+        "(result->'master'->>'size')::bigint from audio_queue.jobs"
+    ).fetchone()
+    return {
+        "idle_kb": idle,
+        "worker_kb": peak,
+        "tree_kb": sampler.peak_kb,
+        "wall_s": wall,
+        "master_mb": size / 2**20,
+    }
 
 
 def main() -> None:
@@ -69,19 +79,25 @@ def main() -> None:
     env = Env()
     try:
         with psycopg.connect(env.url, autocommit=True) as conn:
-            print(f"memory bench: one worker process, one job per length; {os.cpu_count()} cores, "
-                  f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            print(
+                f"memory bench: one worker process, one job per length; {os.cpu_count()} cores, "
+                f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+            )
             figs = []
             for m in args.minutes:
                 f = measure(env, conn, m)
                 figs.append(f)
-                print(f"  {m:>4g} min: worker VmHWM {f['worker_kb'] / 1024:.0f} MB (idle {f['idle_kb'] / 1024:.0f} MB), "
-                      f"process tree peak {f['tree_kb'] / 1024:.0f} MB; job {f['wall_s']:.1f} s, "
-                      f"master {f['master_mb']:.0f} MB")
+                print(
+                    f"  {m:>4g} min: worker VmHWM {f['worker_kb'] / 1024:.0f} MB (idle {f['idle_kb'] / 1024:.0f} MB), "
+                    f"process tree peak {f['tree_kb'] / 1024:.0f} MB; job {f['wall_s']:.1f} s, "
+                    f"master {f['master_mb']:.0f} MB"
+                )
             if len(figs) >= 2:
                 a, b = figs[0], figs[-1]
-                print(f"  {args.minutes[-1]:g} min / {args.minutes[0]:g} min: worker {b['worker_kb'] / a['worker_kb']:.2f}, "
-                      f"process tree {b['tree_kb'] / a['tree_kb']:.2f} (target: within 10%)")
+                print(
+                    f"  {args.minutes[-1]:g} min / {args.minutes[0]:g} min: worker {b['worker_kb'] / a['worker_kb']:.2f}, "
+                    f"process tree {b['tree_kb'] / a['tree_kb']:.2f} (target: within 10%)"
+                )
             print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         env.close()

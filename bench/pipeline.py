@@ -1,5 +1,5 @@
 """Full-pipeline benchmark: 1-minute tracks through the real queue, real worker processes, espeak,
-ffmpeg and a local S3 server (moto, worker/locals3.py).
+ffmpeg and a local S3 server (moto, worker/local/s3.py).
 
     uv run python bench/pipeline.py [--jobs 12] [--seconds 60] [--slots 1]
 
@@ -34,21 +34,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 sys.path.insert(0, str(REPO))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 
-import psycopg  # noqa: E402
+import psycopg
 
-from tests.support.pg import TestDatabases  # noqa: E402
-from worker.db.migrate import migrate  # noqa: E402
-from worker.locals3 import LocalS3  # noqa: E402
+from tests.support.pg import TestDatabases
+from worker.local.s3 import LocalS3
+from worker.queue.db.migrate import migrate
 
 TEXT = "Welcome. Settle in and let your eyes close. Breathe in slowly, and let the breath go. You are calm."
 
@@ -96,15 +96,30 @@ class Env:
         self.ffmpeg = str(wrapper)
 
     def worker_env(self, slots: int, **extra: str) -> dict[str, str]:
-        return {**os.environ, "DATABASE_URL": self.url, "JOB_HANDLER": "worker.pipeline:render_job",
-                "MAX_CONCURRENT_JOBS": str(slots), "LOG_LEVEL": "info", "POLL_INTERVAL_MS": "1000",
-                "FFMPEG_PATH": self.ffmpeg, "RENDER_TMP_DIR": str(self.tmp / "render"),
-                "PROVIDER_CACHE_DIR": str(self.tmp / "cache"), **self.s3.env(), **extra}
+        return {
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "JOB_HANDLER": "worker.job.pipeline:render_job",
+            "MAX_CONCURRENT_JOBS": str(slots),
+            "LOG_LEVEL": "info",
+            "POLL_INTERVAL_MS": "1000",
+            "FFMPEG_PATH": self.ffmpeg,
+            "RENDER_TMP_DIR": str(self.tmp / "render"),
+            "PROVIDER_CACHE_DIR": str(self.tmp / "cache"),
+            **self.s3.env(),
+            **extra,
+        }
 
     def start_worker(self, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
         log = open(self.tmp / log_name, "ab")
-        return subprocess.Popen([sys.executable, "-m", "worker", "run"], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def close(self) -> None:
         self.s3.stop()
@@ -125,10 +140,14 @@ def wait_ready(conn: psycopg.Connection, timeout: float = 60) -> None:
 def wait_done(conn: psycopg.Connection, n: int, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        done, failed = conn.execute("select count(*) filter (where status = 'completed'), "
-                                    "count(*) filter (where status = 'failed') from audio_queue.jobs").fetchone()
+        done, failed = conn.execute(
+            "select count(*) filter (where status = 'completed'), "
+            "count(*) filter (where status = 'failed') from audio_queue.jobs"
+        ).fetchone()
         if failed:
-            err = conn.execute("select error_message from audio_queue.jobs where status = 'failed' limit 1").fetchone()
+            err = conn.execute(
+                "select error_message from audio_queue.jobs where status = 'failed' limit 1"
+            ).fetchone()
             raise SystemExit(f"bench: a job failed: {err[0]}")
         if done >= n:
             return
@@ -179,8 +198,10 @@ def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: fl
         wait_done(conn, jobs, procs, timeout=60 + jobs * seconds)
     finally:
         stop(procs)
-    rows = conn.execute("select id::text, extract(epoch from started_at), extract(epoch from completed_at), "
-                        "(result->'render'->>'render_seconds')::float from audio_queue.jobs").fetchall()
+    rows = conn.execute(
+        "select id::text, extract(epoch from started_at), extract(epoch from completed_at), "
+        "(result->'render'->>'render_seconds')::float from audio_queue.jobs"
+    ).fetchall()
     first, last = min(float(r[1]) for r in rows), max(float(r[2]) for r in rows)
     job_s = {r[0]: float(r[2]) - float(r[1]) for r in rows}
     ff_s = dict.fromkeys(job_s, 0.0)
@@ -196,11 +217,18 @@ def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: fl
         if not holders:
             unattributed += e - s
     total_job, total_ff = sum(job_s.values()), sum(ff_s.values())
-    return {"rate_h": len(rows) / (last - first) * 3600, "span_s": last - first, "n": len(rows),
-            "job_mean_s": total_job / len(rows), "ff_mean_s": total_ff / len(rows),
-            "upload_mean_s": upload_seconds(logs) / len(rows),
-            "outside": 1 - total_ff / total_job, "render_mean_s": sum(r[3] or 0 for r in rows) / len(rows),
-            "worst_outside": max(1 - ff_s[j] / job_s[j] for j in job_s), "unattributed_s": unattributed}
+    return {
+        "rate_h": len(rows) / (last - first) * 3600,
+        "span_s": last - first,
+        "n": len(rows),
+        "job_mean_s": total_job / len(rows),
+        "ff_mean_s": total_ff / len(rows),
+        "upload_mean_s": upload_seconds(logs) / len(rows),
+        "outside": 1 - total_ff / total_job,
+        "render_mean_s": sum(r[3] or 0 for r in rows) / len(rows),
+        "worst_outside": max(1 - ff_s[j] / job_s[j] for j in job_s),
+        "unattributed_s": unattributed,
+    }
 
 
 def main() -> None:
@@ -212,16 +240,24 @@ def main() -> None:
     env = Env()
     try:
         with psycopg.connect(env.url, autocommit=True) as conn:
-            print(f"pipeline bench: {args.jobs} jobs per run, {args.seconds:g} s tracks (espeak voice, binaural "
-                  f"ramp, 528 Hz, pink noise; wav 24-bit + mp3 128k), {args.slots} slot(s) per worker, "
-                  f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            print(
+                f"pipeline bench: {args.jobs} jobs per run, {args.seconds:g} s tracks (espeak voice, binaural "
+                f"ramp, 528 Hz, pink noise; wav 24-bit + mp3 128k), {args.slots} slot(s) per worker, "
+                f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+            )
             for k in (1, 2):
                 r = run(env, conn, k, args.jobs, args.seconds, args.slots)
-                print(f"  worker processes={k}: {r['rate_h']:7.0f} jobs/hour ({r['n']} jobs in {r['span_s']:.1f} s); "
-                      f"per job {r['job_mean_s']:.2f} s wall, {r['ff_mean_s']:.2f} s in ffmpeg "
-                      f"(render_seconds {r['render_mean_s']:.2f}); outside ffmpeg {r['outside']:.1%} "
-                      f"(worst job {r['worst_outside']:.1%}; upload {r['upload_mean_s']:.2f} s per job)"
-                      + (f"; {r['unattributed_s']:.2f} s of ffmpeg outside any job" if r["unattributed_s"] else ""))
+                print(
+                    f"  worker processes={k}: {r['rate_h']:7.0f} jobs/hour ({r['n']} jobs in {r['span_s']:.1f} s); "
+                    f"per job {r['job_mean_s']:.2f} s wall, {r['ff_mean_s']:.2f} s in ffmpeg "
+                    f"(render_seconds {r['render_mean_s']:.2f}); outside ffmpeg {r['outside']:.1%} "
+                    f"(worst job {r['worst_outside']:.1%}; upload {r['upload_mean_s']:.2f} s per job)"
+                    + (
+                        f"; {r['unattributed_s']:.2f} s of ffmpeg outside any job"
+                        if r["unattributed_s"]
+                        else ""
+                    )
+                )
             print(f"  load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         env.close()

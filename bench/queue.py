@@ -3,7 +3,7 @@
     uv run python bench/queue.py [--jobs 20000] [--slots 10] [--samples 300] [--webhook]
 
 Prints, in one run on one throwaway database:
-- jobs/s with 1 and 4 ``python -m worker run`` processes (JOB_HANDLER=worker.handlers:noop);
+- jobs/s with 1 and 4 ``python -m worker run`` processes (JOB_HANDLER=worker.queue.handlers:noop);
 - jobs/s of pgbench running the same claim/complete function calls (the database's own ceiling);
 - enqueue-to-start latency p50/p95 for an idle worker woken by NOTIFY.
 
@@ -37,10 +37,10 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import psycopg  # noqa: E402
+import psycopg
 
-from tests.support.pg import TestDatabases  # noqa: E402
-from worker.db.migrate import migrate  # noqa: E402
+from tests.support.pg import TestDatabases
+from worker.queue.db.migrate import migrate
 
 PGBENCH_SCRIPT = """\
 select id, lease_id from audio_queue.get_next_pending_job('pgbench', 1, 60) \\gset
@@ -78,7 +78,7 @@ WEBHOOK_URL: str | None = None  # set by --webhook
 class _Sink(BaseHTTPRequestHandler):
     received = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         _Sink.received += 1
         self.send_response(204)
@@ -105,8 +105,14 @@ def wait_outbox_empty(conn: psycopg.Connection, timeout: float = 600) -> float:
 
 
 def start_workers(url: str, k: int, slots: int) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "DATABASE_URL": url, "JOB_HANDLER": "worker.handlers:noop",
-           "MAX_CONCURRENT_JOBS": str(slots), "LOG_LEVEL": "warning", "POLL_INTERVAL_MS": "1000"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "JOB_HANDLER": "worker.queue.handlers:noop",
+        "MAX_CONCURRENT_JOBS": str(slots),
+        "LOG_LEVEL": "warning",
+        "POLL_INTERVAL_MS": "1000",
+    }
     if WEBHOOK_URL:
         env["WEBHOOK_URL"] = WEBHOOK_URL
     return [subprocess.Popen([sys.executable, "-m", "worker", "run"], cwd=REPO, env=env) for _ in range(k)]
@@ -143,8 +149,24 @@ def bench_pgbench(url: str, conn: psycopg.Connection, clients: int, jobs: int) -
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(PGBENCH_SCRIPT)
     try:
-        subprocess.run([exe, "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-t", str(jobs // clients),
-                        "-f", f.name, url], check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [
+                exe,
+                "-n",
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-t",
+                str(jobs // clients),
+                "-f",
+                f.name,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     finally:
         os.unlink(f.name)
     r, _ = rate(conn)
@@ -162,8 +184,12 @@ def bench_latency(url: str, conn: psycopg.Connection, samples: int) -> tuple[flo
         wait_done(conn, samples, timeout=60)
     finally:
         stop(procs)
-    lat = [r[0] * 1000 for r in conn.execute(
-        "select extract(epoch from started_at - created_at) from audio_queue.jobs").fetchall()]
+    lat = [
+        r[0] * 1000
+        for r in conn.execute(
+            "select extract(epoch from started_at - created_at) from audio_queue.jobs"
+        ).fetchall()
+    ]
     lat.sort()
     return statistics.median(lat), lat[int(len(lat) * 0.95) - 1]
 
@@ -173,7 +199,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=20000, help="jobs per throughput run")
     ap.add_argument("--slots", type=int, default=10, help="MAX_CONCURRENT_JOBS of each worker")
     ap.add_argument("--samples", type=int, default=300, help="jobs in the latency run")
-    ap.add_argument("--webhook", action="store_true", help="workers post a webhook per job to a local receiver")
+    ap.add_argument(
+        "--webhook", action="store_true", help="workers post a webhook per job to a local receiver"
+    )
     args = ap.parse_args()
     global WEBHOOK_URL
     receiver = start_receiver() if args.webhook else None
@@ -185,17 +213,24 @@ def main() -> None:
     try:
         migrate(url, log=lambda _m: None)
         with psycopg.connect(url, autocommit=True) as conn:
-            print(f"queue bench: {args.jobs} no-op jobs per run, {args.slots} slots per worker, {os.cpu_count()} cores"
-                  + (", webhooks on (local receiver)" if WEBHOOK_URL else ""))
+            print(
+                f"queue bench: {args.jobs} no-op jobs per run, {args.slots} slots per worker, {os.cpu_count()} cores"
+                + (", webhooks on (local receiver)" if WEBHOOK_URL else "")
+            )
             for k in (1, 4):
                 r = bench_workers(url, conn, k, args.jobs, args.slots)
                 print(f"  worker processes={k}: {r:8.0f} jobs/s")
             pg = bench_pgbench(url, conn, 4, args.jobs)
-            print(f"  pgbench, 4 clients, same claim/complete calls: {pg:8.0f} jobs/s" if pg else
-                  "  pgbench: not installed")
+            print(
+                f"  pgbench, 4 clients, same claim/complete calls: {pg:8.0f} jobs/s"
+                if pg
+                else "  pgbench: not installed"
+            )
             p50, p95 = bench_latency(url, conn, args.samples)
-            print(f"  enqueue-to-start latency, idle worker (NOTIFY): p50 {p50:.2f} ms, p95 {p95:.2f} ms "
-                  f"({args.samples} jobs)")
+            print(
+                f"  enqueue-to-start latency, idle worker (NOTIFY): p50 {p50:.2f} ms, p95 {p95:.2f} ms "
+                f"({args.samples} jobs)"
+            )
     finally:
         dbs.close()
         if receiver is not None:

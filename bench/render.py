@@ -123,8 +123,16 @@ def child(seconds: float, work: Path, out: Path) -> None:
 
     cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
               for f in ("ru_utime", "ru_stime"))  # fmt: skip
-    hwm = next(int(x.split()[1]) for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "python_peak_kb": hwm, "result": result.model_dump(mode="json")}))
+    hwm = next(
+        int(x.split()[1])
+        for x in Path("/proc/self/status").read_text().splitlines()
+        if x.startswith("VmHWM:")
+    )
+    print(
+        json.dumps(
+            {"wall_s": wall, "cpu_s": cpu, "python_peak_kb": hwm, "result": result.model_dump(mode="json")}
+        )
+    )
 
 
 def measured_child(seconds: float, work: Path, out: Path) -> dict:
@@ -144,7 +152,9 @@ def measured_child(seconds: float, work: Path, out: Path) -> dict:
     return figures
 
 
-def floor_command(seconds: float, inputs: dict[str, Path], gain_db: float, limiter_db: float | None, out: Path) -> list[str]:
+def floor_command(
+    seconds: float, inputs: dict[str, Path], gain_db: float, limiter_db: float | None, out: Path
+) -> list[str]:
     """The same track as one hand-written ffmpeg command, given the gain (and limiter) we measured."""
     sr, n = 44100, round(seconds * 44100)
     pts = [(f * seconds, b) for f, b in SCHEDULE]
@@ -152,13 +162,22 @@ def floor_command(seconds: float, inputs: dict[str, Path], gain_db: float, limit
     tau, fc, expr, cycles, pieces = 2 * math.pi, 200.0, "", 0.0, []
     for (t0, b0), (t1, b1) in itertools.pairwise(pts):
         k = (b1 - b0) / (2 * (t1 - t0))
-        pieces.append((t1, f"{tau * (fc * t0 + cycles):.12f}+{tau * (fc + b0):.12f}*(t-{t0})+{tau * k:.12f}*(t-{t0})*(t-{t0})"))
+        pieces.append(
+            (
+                t1,
+                f"{tau * (fc * t0 + cycles):.12f}+{tau * (fc + b0):.12f}*(t-{t0})+{tau * k:.12f}*(t-{t0})*(t-{t0})",
+            )
+        )
         cycles += b0 * (t1 - t0) + k * (t1 - t0) ** 2
     t_end, b_end = pts[-1]
     expr = f"{tau * (fc * t_end + cycles):.12f}+{tau * (fc + b_end):.12f}*(t-{t_end})"
     for end, piece in reversed(pieces):
         expr = f"if(lt(t,{end}),{piece},{expr})"
-    lim = f",alimiter=limit={10 ** (limiter_db / 20)}:attack=5:release=50:level=0:latency=1" if limiter_db else ""
+    lim = (
+        f",alimiter=limit={10 ** (limiter_db / 20)}:attack=5:release=50:level=0:latency=1"
+        if limiter_db
+        else ""
+    )
     fmt = "aformat=sample_fmts=fltp:sample_rates=44100:channel_layouts=stereo"
     graph = (
         f"[0:a]{fmt},adelay=delays={5 * sr}S:all=1,asplit=2[sp][sc];"
@@ -171,7 +190,10 @@ def floor_command(seconds: float, inputs: dict[str, Path], gain_db: float, limit
         f"atrim=end_sample={n},afade=t=in:st=0:d=5,afade=t=out:st={seconds - 10}:d=10,"
         f"volume={10 ** (gain_db / 20)}:precision=double{lim},asplit=2[m][p]"
     )
-    lavfi = lambda d: ["-f", "lavfi", "-i", d]
+
+    def lavfi(d):
+        return ["-f", "lavfi", "-i", d]
+
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
         "-t", str(seconds), "-i", str(inputs["layers[0]"]),
@@ -195,7 +217,9 @@ def mb(kb: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="track length of the main run")
-    ap.add_argument("--memory", type=float, nargs="*", default=[], metavar="MIN", help="extra runs, memory only")
+    ap.add_argument(
+        "--memory", type=float, nargs="*", default=[], metavar="MIN", help="extra runs, memory only"
+    )
     ap.add_argument("--no-floor", action="store_true")
     ap.add_argument("--child", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -217,7 +241,9 @@ def main() -> None:
               f"{r['passes']} ffmpeg passes, limiter {'on' if r['limiter'] else 'off'}")  # fmt: skip
         print(f"loudness:      {r['integrated_lufs']:.1f} LUFS (target {r['target_lufs']:g}), "
               f"true peak {r['true_peak_dbtp']:.1f} dBTP (ceiling {r['ceiling_dbtp']:g})")  # fmt: skip
-        print(f"peak memory:   process tree {mb(fig['tree_peak_kb'])}, Python process {mb(fig['python_peak_kb'])}")
+        print(
+            f"peak memory:   process tree {mb(fig['tree_peak_kb'])}, Python process {mb(fig['python_peak_kb'])}"
+        )
         if not args.no_floor:
             limiter_db = r["ceiling_dbtp"] - 0.8 if r["limiter"] else None
             cmd = floor_command(seconds, inputs, r["gain_db"], limiter_db, work)
@@ -231,7 +257,9 @@ def main() -> None:
             floor_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             print(f"floor:         {floor:.2f} s wall, {floor_cpu:.2f} s CPU for one hand-written ffmpeg command "
                   f"({seconds / floor:.1f}x realtime)")  # fmt: skip
-            print(f"ours / floor:  {fig['wall_s'] / floor:.2f} wall time, {fig['cpu_s'] / floor_cpu:.2f} CPU time")
+            print(
+                f"ours / floor:  {fig['wall_s'] / floor:.2f} wall time, {fig['cpu_s'] / floor_cpu:.2f} CPU time"
+            )
             err = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-i", str(work / "floor.wav"),
                                   "-af", "ebur128=peak=true:framelog=verbose", "-f", "null", "-"],
                                  capture_output=True, text=True).stderr  # fmt: skip

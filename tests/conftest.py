@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from tests.support.pg import TestDatabases
-from worker.db.migrate import migrate
+from worker.queue.db.migrate import migrate
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def pg() -> Iterator[TestDatabases]:
 
 @pytest.fixture(scope="session")
 def migrated_url(pg: TestDatabases) -> str:
-    """One database for the run, migrated with ``worker.db.migrate`` (as production does)."""
+    """One database for the run, migrated with ``worker.queue.db.migrate`` (as production does)."""
     url = pg.create()
     migrate(url, log=lambda _msg: None)
     return url

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from worker.db.queue import Job
 from worker.errors import PermanentError
-from worker.handlers import JobContext, sleep
+from worker.queue.db.queue import Job
+from worker.queue.handlers import JobContext, sleep
 
 
 def _log(event: str, job: Job) -> None:
@@ -16,7 +16,7 @@ def _log(event: str, job: Job) -> None:
 
 
 async def record(job: Job, ctx: JobContext) -> dict:
-    """Run ``worker.handlers.sleep`` and log ``start``/``done`` lines to $EXEC_LOG_DIR/<pid>.log."""
+    """Run ``worker.queue.handlers.sleep`` and log ``start``/``done`` lines to $EXEC_LOG_DIR/<pid>.log."""
     _log("start", job)
     if job.payload.get("fail") == "leak":
         raise PermanentError(f"could not connect with {os.environ['DATABASE_URL']}")

@@ -6,19 +6,24 @@ import re
 from pathlib import Path
 
 from worker.cli import COMMANDS
-from worker.settings_doc import README, markdown, readme_block, settings_classes
+from worker.commands.settings import README, markdown, readme_block, settings_classes
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_readme_configuration_block_matches_the_settings_classes():
     assert readme_block(README.read_text()) == markdown().strip(), (
-        "README configuration is stale: run `uv run python -m worker settings --update-readme`")
+        "README configuration is stale: run `uv run python -m worker settings --update-readme`"
+    )
 
 
 def test_every_setting_is_described():
-    missing = [f"{cls.__name__}.{name}" for _, cls in settings_classes()
-               for name, field in cls.model_fields.items() if not field.description]
+    missing = [
+        f"{cls.__name__}.{name}"
+        for _, cls in settings_classes()
+        for name, field in cls.model_fields.items()
+        if not field.description
+    ]
     assert not missing, f"settings without a description (README would show a blank): {missing}"
 
 

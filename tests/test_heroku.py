@@ -11,22 +11,43 @@ from pathlib import Path
 
 import pytest
 
-from worker.heroku import HEROKU_MANAGED, REQUIRED_ON_HEROKU, app_json_env
-from worker.settings_doc import env_name, settings_classes
+from worker.commands.heroku import HEROKU_MANAGED, REQUIRED_ON_HEROKU, app_json_env
+from worker.commands.settings import env_name, settings_classes
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "app.json").read_text())
 
 # Heroku's app.json schema (devcenter.heroku.com/articles/app-json-schema): field -> JSON type.
 SCHEMA: dict[str, type | tuple[type, ...]] = {
-    "name": str, "description": str, "keywords": list, "website": str, "repository": str, "logo": str,
-    "success_url": str, "scripts": dict, "env": dict, "formation": dict, "image": str, "addons": list,
-    "buildpacks": list, "environments": dict, "stack": str,
+    "name": str,
+    "description": str,
+    "keywords": list,
+    "website": str,
+    "repository": str,
+    "logo": str,
+    "success_url": str,
+    "scripts": dict,
+    "env": dict,
+    "formation": dict,
+    "image": str,
+    "addons": list,
+    "buildpacks": list,
+    "environments": dict,
+    "stack": str,
 }
 ENV_FIELDS = {"description", "value", "required", "generator"}
 FORMATION_FIELDS = {"quantity", "size"}
-SIZES = {"eco", "basic", "standard-1x", "standard-2x", "performance-m", "performance-l",
-         "performance-l-ram", "performance-xl", "performance-2xl"}
+SIZES = {
+    "eco",
+    "basic",
+    "standard-1x",
+    "standard-2x",
+    "performance-m",
+    "performance-l",
+    "performance-l-ram",
+    "performance-xl",
+    "performance-2xl",
+}
 
 
 def procfile() -> dict[str, str]:
@@ -36,7 +57,11 @@ def procfile() -> dict[str, str]:
 
 def settings_env() -> dict[str, bool]:
     """Every variable the settings classes read (minus those Heroku sets itself) -> required."""
-    env = {env_name(n, f, cls): f.is_required() for _, cls in settings_classes() for n, f in cls.model_fields.items()}
+    env = {
+        env_name(n, f, cls): f.is_required()
+        for _, cls in settings_classes()
+        for n, f in cls.model_fields.items()
+    }
     return {k: v for k, v in env.items() if k not in HEROKU_MANAGED}
 
 
@@ -84,7 +109,9 @@ def test_env_lists_every_setting_and_nothing_else():
 
 
 def test_env_block_is_the_generated_one():
-    assert MANIFEST["env"] == app_json_env(), "app.json is stale: run `uv run python -m worker.heroku`"
+    assert MANIFEST["env"] == app_json_env(), (
+        "app.json is stale: run `uv run python -m worker.commands.heroku`"
+    )
 
 
 def test_env_entries_have_herokus_fields_and_explicit_required_flags():
@@ -97,7 +124,11 @@ def test_env_entries_have_herokus_fields_and_explicit_required_flags():
         if "value" in entry:
             assert isinstance(entry["value"], str), name
     assert {n for n, e in MANIFEST["env"].items() if e["required"]} == {
-        "DATABASE_URL", "SUPABASE_URL", "STORAGE_S3_ACCESS_KEY_ID", "STORAGE_S3_SECRET_ACCESS_KEY"}
+        "DATABASE_URL",
+        "SUPABASE_URL",
+        "STORAGE_S3_ACCESS_KEY_ID",
+        "STORAGE_S3_SECRET_ACCESS_KEY",
+    }
 
 
 def test_secrets_have_no_value():
@@ -109,7 +140,7 @@ def test_secrets_have_no_value():
 def test_defaults_are_the_settings_defaults():
     env = MANIFEST["env"]
     assert env["MAX_CONCURRENT_JOBS"]["value"] == "2"
-    assert env["JOB_HANDLER"]["value"] == "worker.pipeline:render_job"
+    assert env["JOB_HANDLER"]["value"] == "worker.job.pipeline:render_job"
     assert env["STORAGE_URL_MODE"]["value"] == "public"
     assert "value" not in env["PROVIDER_CACHE_DIR"], "a computed default is left to the code"
 
@@ -125,7 +156,9 @@ def test_python_version_file_satisfies_requires_python():
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")
 def test_uv_lock_is_in_step_with_pyproject():
-    out = subprocess.run(["uv", "lock", "--check", "--offline"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["uv", "lock", "--check", "--offline"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, f"uv.lock is stale (run `uv lock`):\n{out.stderr}"
     assert not (REPO / "requirements.txt").exists(), "one lock for the Python buildpack: uv.lock"
 
@@ -134,10 +167,18 @@ def test_uv_lock_is_in_step_with_pyproject():
 def test_the_slug_gets_runtime_packages_only():
     """Heroku's Python buildpack runs `uv sync --locked --no-default-groups`: the worker's own
     packages go in the slug, the test and demo tools (moto's S3 server, Flask, pytest) do not."""
-    out = subprocess.run(["uv", "export", "--frozen", "--no-default-groups", "--no-hashes", "--offline"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["uv", "export", "--frozen", "--no-default-groups", "--no-hashes", "--offline"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
-    names = {line.split("==")[0].split("[")[0].strip().lower() for line in out.stdout.splitlines()
-             if line and not line.startswith(("#", " ", "-e", "."))}
+    names = {
+        line.split("==")[0].split("[")[0].strip().lower()
+        for line in out.stdout.splitlines()
+        if line and not line.startswith(("#", " ", "-e", "."))
+    }
     assert {"psycopg", "psycopg-pool", "httpx", "ffmpeg-python", "boto3", "pydantic", "loguru"} <= names
     assert not names & {"moto", "flask", "werkzeug", "pytest", "hypothesis", "numpy", "scipy"}, names

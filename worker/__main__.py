@@ -13,6 +13,6 @@ if sys.argv[1:2] == ["run"]:
     signal.signal(signal.SIGTERM, _stop_before_start)
     signal.signal(signal.SIGINT, _stop_before_start)
 
-from worker.cli import main  # noqa: E402
+from worker.cli import main
 
 raise SystemExit(main())

@@ -14,8 +14,8 @@ from importlib import import_module
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("worker.commands.run", "claim and process jobs until SIGTERM"),
     "migrate": ("worker.commands.migrate", "apply pending migrations from migrations/"),
-    "render": ("worker.render.cli", "render a spec file locally (no database, no storage)"),
-    "settings": ("worker.settings_doc", "print every setting with its default and range"),
+    "render": ("worker.commands.render", "render a spec file locally (no database, no storage)"),
+    "settings": ("worker.commands.settings", "print every setting with its default and range"),
     "check": ("worker.commands.check", "readiness: config, ffmpeg, database schema, storage access"),
     "enqueue": ("worker.commands.enqueue", "validate a render spec file and queue it; prints the job id"),
     "status": ("worker.commands.status", "show a job (--wait follows it until it is done)"),

@@ -39,7 +39,9 @@ class WorkerSettings(BaseSettings):
         default=300_000, ge=10_000, le=86_400_000, description="A job's work is stopped after this long."
     )
     lease_seconds: int = Field(
-        default=60, ge=3, le=3600,
+        default=60,
+        ge=3,
+        le=3600,
         description="Lease of a claimed job; heartbeats renew it every third of it. A dead worker's job "
         "is rescued after this long.",
     )
@@ -47,27 +49,36 @@ class WorkerSettings(BaseSettings):
         default=60, ge=0.5, le=3600, description="How often one worker of the fleet runs reset_stuck_jobs."
     )
     shutdown_grace_seconds: float = Field(
-        default=25, ge=0, le=3600,
+        default=25,
+        ge=0,
+        le=3600,
         description="On SIGTERM, running jobs get this long to finish before they are released.",
     )
     job_handler: str = Field(
-        default="worker.pipeline:render_job",
-        description="module:function that does a job's work (see worker/handlers.py).",
+        default="worker.job.pipeline:render_job",
+        description="module:function that does a job's work (see worker/queue/handlers.py).",
     )
     worker_id: str | None = Field(
-        default=None, description="Fixed worker id prefix; default hostname or DYNO. A pid and random suffix are always added."
+        default=None,
+        description="Fixed worker id prefix; default hostname or DYNO. A pid and random suffix are always added.",
     )
     log_level: Literal["trace", "debug", "info", "warning", "warn", "error", "critical"] = Field(
         default="info", description="Lowest level logged (warn = warning)."
     )
-    log_format: Literal["text", "json"] = Field(default="text", description="json writes one JSON object per line, for log drains.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json writes one JSON object per line, for log drains."
+    )
     health_port: int | None = Field(
-        default=None, ge=0, le=65535,
+        default=None,
+        ge=0,
+        le=65535,
         description="Serve /healthz and /metrics (Prometheus) on this port (0: any free port, logged); unset: "
         "PORT if set (web dyno), else no endpoint and no metrics.",
     )
     port: int | None = Field(
-        default=None, ge=1, le=65535,
+        default=None,
+        ge=1,
+        le=65535,
         description="Set by Heroku on web dynos only; used for the health endpoint (bound to 0.0.0.0) when "
         "HEALTH_PORT is unset.",
     )
@@ -87,7 +98,9 @@ class WorkerSettings(BaseSettings):
     )
     webhook_timeout_s: float = Field(default=5, ge=0.5, le=60, description="Timeout of one webhook attempt.")
     webhook_attempts: int = Field(
-        default=3, ge=1, le=10,
+        default=3,
+        ge=1,
+        le=10,
         description="Webhook tries (backoff 1 s, 2 s, 4 s ... between them) until a 2xx answer.",
     )
 
@@ -103,7 +116,7 @@ class WorkerSettings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error."""
-        from worker.db.connect import password_of
+        from worker.queue.db.connect import password_of
 
         out = []
         for url in (self.database_url, self.listen_database_url):
@@ -136,7 +149,11 @@ def describe_validation_error(exc: ValidationError) -> str:
         msg = msg.replace("Input should be", "must be").replace("Field required", "is required but not set")
         got = err.get("input")
         # Never echo a value that could be a secret.
-        shown = "" if got is None or isinstance(got, dict) or "URL" in name or "KEY" in name or "SECRET" in name else f" (got {got!r})"
+        shown = (
+            ""
+            if got is None or isinstance(got, dict) or "URL" in name or "KEY" in name or "SECRET" in name
+            else f" (got {got!r})"
+        )
         lines.append(f"{name}: {msg}{shown}")
     return "\n".join(lines)
 

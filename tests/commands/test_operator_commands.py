@@ -19,10 +19,19 @@ REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "worker" / "render" / "examples" / "guided-meditation.json"
 
 
-def worker(db_url: str, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def worker(
+    db_url: str, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"DATABASE_URL": db_url}
-    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=REPO, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def claim(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
@@ -31,19 +40,41 @@ def claim(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
     return row[0], row[1]
 
 
-def complete(conn: psycopg.Connection, job_id: uuid.UUID, lease_id: uuid.UUID, *, error: str | None = None,
-             result: dict | None = None) -> None:
-    conn.execute("select audio_queue.complete_job(%s, %s, %s, %s, false)",
-                 (job_id, Jsonb(result) if result is not None else None, error, lease_id))
+def complete(
+    conn: psycopg.Connection,
+    job_id: uuid.UUID,
+    lease_id: uuid.UUID,
+    *,
+    error: str | None = None,
+    result: dict | None = None,
+) -> None:
+    conn.execute(
+        "select audio_queue.complete_job(%s, %s, %s, %s, false)",
+        (job_id, Jsonb(result) if result is not None else None, error, lease_id),
+    )
 
 
 def test_enqueue_prints_the_id_of_a_stored_job(db_url, conn):
-    out = worker(db_url, "enqueue", str(SPEC), "--priority", "5", "--run-at", "2030-01-01T00:00:00Z",
-                 "--idempotency-key", "k-1", "--max-attempts", "4")
+    out = worker(
+        db_url,
+        "enqueue",
+        str(SPEC),
+        "--priority",
+        "5",
+        "--run-at",
+        "2030-01-01T00:00:00Z",
+        "--idempotency-key",
+        "k-1",
+        "--max-attempts",
+        "4",
+    )
     assert out.returncode == 0, out.stderr
     job_id = uuid.UUID(out.stdout.strip())
-    row = conn.execute("select status, priority, run_at, idempotency_key, max_attempts, payload "
-                       "from audio_queue.jobs where id = %s", (job_id,)).fetchone()
+    row = conn.execute(
+        "select status, priority, run_at, idempotency_key, max_attempts, payload "
+        "from audio_queue.jobs where id = %s",
+        (job_id,),
+    ).fetchone()
     assert row is not None
     status, priority, run_at, key, max_attempts, payload = row
     assert (status, priority, key, max_attempts) == ("pending", 5, "k-1", 4)
@@ -87,7 +118,11 @@ def test_status_of_a_completed_job_shows_urls(db_url, conn):
     out = worker(db_url, "status", str(job_id))
     assert out.returncode == 0, out.stderr
     assert f"job {job_id}: completed" in out.stdout
-    assert "100%" in out.stdout and "https://x/master.wav" in out.stdout and "https://x/preview.mp3" in out.stdout
+    assert (
+        "100%" in out.stdout
+        and "https://x/master.wav" in out.stdout
+        and "https://x/preview.mp3" in out.stdout
+    )
     js = json.loads(worker(db_url, "status", str(job_id), "--json").stdout)
     assert js["status"] == "completed" and js["result"]["mp3_url"] == "https://x/preview.mp3"
 
@@ -141,7 +176,9 @@ def test_stats_prints_counts(db_url, conn):
     complete(conn, jid, lease, error="boom")
     out = worker(db_url, "stats")
     assert out.returncode == 0, out.stderr
-    figures = {line.rsplit("  ", 1)[0].strip(): line.rsplit("  ", 1)[1].strip() for line in out.stdout.splitlines()}
+    figures = {
+        line.rsplit("  ", 1)[0].strip(): line.rsplit("  ", 1)[1].strip() for line in out.stdout.splitlines()
+    }
     assert figures["pending (due now)"] == "2"
     assert figures["scheduled (later)"] == "1"
     assert figures["failed, last 24 h"] == "1"

@@ -1,5 +1,5 @@
 """Fixtures for the pipeline's end-to-end tests: a moto S3 server, worker processes running
-``worker.pipeline:render_job`` against the test database, and row helpers."""
+``worker.job.pipeline:render_job`` against the test database, and row helpers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.support.jobs import job  # noqa: F401 - re-exported for the e2e and f
 from tests.support.s3 import S3Server
 from tests.support.workers import WorkerFleet
 
-PIPELINE = "worker.pipeline:render_job"
+PIPELINE = "worker.job.pipeline:render_job"
 
 
 @pytest.fixture
@@ -73,10 +73,9 @@ def pipeline_env(s3: S3Server, tmp_path: Path, *fakes: Any, **overrides: Any) ->
 
 def enqueue(conn: Any, payload: dict[str, Any], **kw: Any) -> Any:
     args = "".join(f", p_{k} => %({k})s" for k in kw)
-    return conn.execute(f"select audio_queue.enqueue_job(%(p)s::jsonb{args})",
-                        {"p": json.dumps(payload), **kw}).fetchone()[0]
-
-
+    return conn.execute(
+        f"select audio_queue.enqueue_job(%(p)s::jsonb{args})", {"p": json.dumps(payload), **kw}
+    ).fetchone()[0]
 
 
 def run_now(conn: Any, job_id: Any) -> None:

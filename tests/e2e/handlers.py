@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 
-from worker.db.queue import Job
-from worker.handlers import JobContext
-from worker.pipeline import prepare, render_job
+from worker.job.pipeline import prepare, render_job
+from worker.queue.db.queue import Job
+from worker.queue.handlers import JobContext
 
 __all__ = ["cancel_after_upload", "prepare"]
 

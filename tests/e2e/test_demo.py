@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.support.audio import probe
-from worker.localpg import LOCAL_URL, answers
+from worker.local.pg import LOCAL_URL, answers
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_PREFIXES = ("DATABASE_URL", "LISTEN_DATABASE_URL", "SUPABASE_", "STORAGE_", "JOB_HANDLER", "RENDER_")
@@ -25,9 +25,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def run_demo(*args: str, env: dict[str, str], timeout: float = 180) -> tuple[subprocess.CompletedProcess, int]:
-    proc = subprocess.Popen([sys.executable, "-m", "worker", "demo", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def run_demo(
+    *args: str, env: dict[str, str], timeout: float = 180
+) -> tuple[subprocess.CompletedProcess, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "demo", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -57,21 +65,26 @@ def test_demo_renders_the_example_meditation_on_throwaway_services(tmp_path):
     assert p["codec_name"] == "mp3"
     assert abs(float(p["format_duration"]) - spec["output"]["preview"]["seconds"]) < 0.5
     assert re.search(r"^duration: 600\.0 s$", done.stdout, re.MULTILINE)
-    lufs = re.search(r"^loudness: (-?\d+\.\d) LUFS integrated .* true peak (-?\d+\.\d) dBTP", done.stdout, re.MULTILINE)
+    lufs = re.search(
+        r"^loudness: (-?\d+\.\d) LUFS integrated .* true peak (-?\d+\.\d) dBTP", done.stdout, re.MULTILINE
+    )
     assert lufs, done.stdout
     assert abs(float(lufs.group(1)) - spec["loudness"]["target_lufs"]) <= 1.0
     assert float(lufs.group(2)) <= spec["loudness"]["true_peak_dbtp"] + 0.2
     # Everything it started is gone: its throwaway database (or cluster dir) and its worker.
     if "127.0.0.1:5432" in done.stdout and answers(LOCAL_URL):
         with psycopg.connect(LOCAL_URL) as conn:
-            left = conn.execute("select count(*) from pg_database where datname like %s",
-                                (f"aw_demo_{pid}_%",)).fetchone()[0]
+            left = conn.execute(
+                "select count(*) from pg_database where datname like %s", (f"aw_demo_{pid}_%",)
+            ).fetchone()[0]
         assert left == 0, "the demo's throwaway database was not dropped"
     cluster = re.search(r"cluster in (\S+) on", done.stdout)
     if cluster:
         assert not Path(cluster.group(1)).exists()
     worker_pid = int(re.search(r"\(pid (\d+),", done.stdout).group(1))
-    assert not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
+    assert (
+        not Path(f"/proc/{worker_pid}").exists() or "zombie" in Path(f"/proc/{worker_pid}/status").read_text()
+    )
 
 
 @pytest.mark.timeout(120)

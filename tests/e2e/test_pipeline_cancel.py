@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import all_keys
-from worker import pipeline
-from worker.db.queue import Job
-from worker.handlers import JobContext
+from worker.job import pipeline
 from worker.providers import ProviderSettings
+from worker.queue.db.queue import Job
+from worker.queue.handlers import JobContext
 from worker.render import RenderSettings
 from worker.storage import Storage
 
@@ -25,15 +25,28 @@ TONES = {"spec_version": 1, "duration_s": 2, "layers": [{"type": "solfeggio", "f
 
 def make_job(payload: dict) -> Job:
     now = datetime.now(UTC)
-    return Job(id=uuid.uuid4(), lease_id=uuid.uuid4(), payload=payload, attempts=1, max_attempts=3, priority=0,
-               track_id=None, user_id=None, created_at=now, run_at=now)
+    return Job(
+        id=uuid.uuid4(),
+        lease_id=uuid.uuid4(),
+        payload=payload,
+        attempts=1,
+        max_attempts=3,
+        priority=0,
+        track_id=None,
+        user_id=None,
+        created_at=now,
+        run_at=now,
+    )
 
 
 @pytest.mark.timeout(60)
 def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path, monkeypatch):
     storage = Storage(s3.settings())
-    cfg = pipeline.PipelineConfig(render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
-                                  providers=ProviderSettings(provider_cache_dir=tmp_path / "cache"), storage=storage)
+    cfg = pipeline.PipelineConfig(
+        render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
+        providers=ProviderSettings(provider_cache_dir=tmp_path / "cache"),
+        storage=storage,
+    )
     monkeypatch.setattr(pipeline, "_config", cfg)
     real_upload = storage.upload_file
     preview_started, preview_landed = threading.Event(), threading.Event()

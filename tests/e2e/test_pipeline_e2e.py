@@ -21,7 +21,12 @@ SPEC = {
     "duration_s": SECONDS,
     "loudness": {"target_lufs": -16, "true_peak_dbtp": -1.5},
     "layers": [
-        {"type": "speech", "text": "Breathe in slowly. And breathe out.", "provider": "espeak", "gain_db": -4},
+        {
+            "type": "speech",
+            "text": "Breathe in slowly. And breathe out.",
+            "provider": "espeak",
+            "gain_db": -4,
+        },
         {"type": "binaural", "carrier_hz": 200, "schedule": [{"t_s": 0, "beat_hz": 10}]},
         {"type": "solfeggio", "frequency_hz": 528, "gain_db": -6},
         {"type": "noise", "color": "pink", "gain_db": -24},
@@ -55,7 +60,9 @@ def test_job_is_rendered_uploaded_and_completed_with_urls_and_loudness(conn, fle
     assert row["mp3_url"] == row["result_url"] == result["mp3_url"] == preview["url"]
     assert master["bucket"] == s3.bucket and preview["bucket"] == s3.preview_bucket
     assert master["key"].endswith(".wav") and preview["key"].endswith(".mp3") and str(jid) in master["key"]
-    assert sorted(all_keys(s3)) == sorted([f"{s3.bucket}/{master['key']}", f"{s3.preview_bucket}/{preview['key']}"])
+    assert sorted(all_keys(s3)) == sorted(
+        [f"{s3.bucket}/{master['key']}", f"{s3.preview_bucket}/{preview['key']}"]
+    )
     assert result["duration_s"] == pytest.approx(SECONDS, abs=0.001) and result["sample_rate"] == 44100
     assert result["loudness"]["target_lufs"] == -16 and result["loudness"]["on_target"] is True
 

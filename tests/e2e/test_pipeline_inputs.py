@@ -13,11 +13,11 @@ from tests.e2e.test_pipeline_cancel import make_job
 from tests.fakes.audio import sample_audio
 from tests.fakes.server import Reply
 from tests.support.audio import decode, peak_hz_per_channel, window
-from worker import pipeline
 from worker.errors import PayloadError, RetryableError
-from worker.handlers import JobContext
-from worker.inputs import download_url, fetch_input
+from worker.job import pipeline
+from worker.job.inputs import download_url, fetch_input
 from worker.providers import ProviderSettings
+from worker.queue.handlers import JobContext
 from worker.render import RenderSettings, parse_spec
 from worker.storage import Storage
 
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def music(**source) -> object:
-    spec = parse_spec({"spec_version": 1, "duration_s": 2, "layers": [{"type": "solfeggio"},
-                                                                       {"type": "music", **source}]})
+    spec = parse_spec(
+        {"spec_version": 1, "duration_s": 2, "layers": [{"type": "solfeggio"}, {"type": "music", **source}]}
+    )
     return spec.input_layers()[0]
 
 
@@ -63,34 +64,55 @@ def test_music_from_a_url_and_its_failures(host, tmp_path):
 
     host.script(Reply(200, content_type="audio/mpeg", delay=3))
     with pytest.raises(RetryableError, match="timed out"):
-        asyncio.run(download_url(
-            f"{host.url}/slow.mp3", tmp_path, "layers[1].url", timeout_s=0.5, allow_private=True))
+        asyncio.run(
+            download_url(f"{host.url}/slow.mp3", tmp_path, "layers[1].url", timeout_s=0.5, allow_private=True)
+        )
 
     with pytest.raises(PayloadError, match="larger than"):
-        asyncio.run(download_url(
-            f"{host.url}/big.mp3", tmp_path, "layers[1].url", max_bytes=100, allow_private=True))
+        asyncio.run(
+            download_url(f"{host.url}/big.mp3", tmp_path, "layers[1].url", max_bytes=100, allow_private=True)
+        )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("input-")) == [path.name]
 
 
 def test_provider_field_errors_name_the_layer(tmp_path):
-    spec = parse_spec({"spec_version": 1, "duration_s": 2, "layers": [
-        {"type": "solfeggio"}, {"type": "speech", "text": "Hi.", "provider": "espeak", "voice": "no-such-voice"}]})
+    spec = parse_spec(
+        {
+            "spec_version": 1,
+            "duration_s": 2,
+            "layers": [
+                {"type": "solfeggio"},
+                {"type": "speech", "text": "Hi.", "provider": "espeak", "voice": "no-such-voice"},
+            ],
+        }
+    )
     with pytest.raises(PayloadError) as err:
         fetch(spec.input_layers()[0], tmp_path)
     assert err.value.field == "layers[1].voice"
 
 
 def test_render_job_mixes_storage_and_url_music(s3, host, tmp_path, monkeypatch):
-    s3.client().put_object(Bucket=s3.bucket, Key="beds/low.mp3", Body=sample_audio("mp3", seconds=1.0, freq=150.0))
+    s3.client().put_object(
+        Bucket=s3.bucket, Key="beds/low.mp3", Body=sample_audio("mp3", seconds=1.0, freq=150.0)
+    )
     storage = Storage(s3.settings())
-    monkeypatch.setattr(pipeline, "_config", pipeline.PipelineConfig(
-        render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
-        providers=ProviderSettings(provider_cache_dir=tmp_path / "cache", input_url_allow_private=True),
-        storage=storage))
-    payload = {"spec_version": 1, "duration_s": 4, "layers": [
-        {"type": "music", "object": "beds/low.mp3"},
-        {"type": "music", "url": f"{host.url}/bed.mp3"},
-    ]}
+    monkeypatch.setattr(
+        pipeline,
+        "_config",
+        pipeline.PipelineConfig(
+            render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
+            providers=ProviderSettings(provider_cache_dir=tmp_path / "cache", input_url_allow_private=True),
+            storage=storage,
+        ),
+    )
+    payload = {
+        "spec_version": 1,
+        "duration_s": 4,
+        "layers": [
+            {"type": "music", "object": "beds/low.mp3"},
+            {"type": "music", "url": f"{host.url}/bed.mp3"},
+        ],
+    }
     ctx = JobContext(worker_id="test")
     result = asyncio.run(pipeline.render_job(make_job(payload), ctx))
     assert ctx.stage == "upload" and ctx.progress >= 90

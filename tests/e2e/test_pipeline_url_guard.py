@@ -26,8 +26,8 @@ from tests.e2e.test_pipeline_inputs import fetch, music
 from tests.fakes.audio import sample_audio
 from tests.fakes.server import Reply
 from worker.errors import PayloadError, RetryableError
-from worker.inputs import download_url
-from worker.urlguard import is_public
+from worker.job.inputs import download_url
+from worker.job.urlguard import is_public
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,34 +53,64 @@ def download(url: str, tmp_path: Path, **kw: Any) -> Path:
     return asyncio.run(download_url(url, tmp_path, FIELD, **kw))
 
 
-@pytest.mark.parametrize(("address", "public"), [
-    ("8.8.8.8", True), ("2606:4700:4700::1111", True), ("::ffff:8.8.8.8", True), ("2002:808:808::1", True),
-    ("127.0.0.1", False), ("127.0.0.2", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
-    ("169.254.169.254", False), ("0.0.0.0", False), ("100.64.0.1", False), ("224.0.0.1", False),
-    ("240.0.0.1", False), ("255.255.255.255", False), ("192.0.2.1", False), ("::1", False), ("::", False),
-    ("fe80::1", False), ("fc00::1", False), ("fd12:3456::1", False), ("fec0::1", False), ("ff02::1", False),
-    ("::ffff:127.0.0.1", False), ("::ffff:169.254.169.254", False), ("::7f00:1", False),
-    ("64:ff9b::a01:203", False), ("2002:7f00:1::", False), ("2001:db8::1", False),
-])
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("::ffff:8.8.8.8", True),
+        ("2002:808:808::1", True),
+        ("127.0.0.1", False),
+        ("127.0.0.2", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("0.0.0.0", False),
+        ("100.64.0.1", False),
+        ("224.0.0.1", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("192.0.2.1", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("fd12:3456::1", False),
+        ("fec0::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("::7f00:1", False),
+        ("64:ff9b::a01:203", False),
+        ("2002:7f00:1::", False),
+        ("2001:db8::1", False),
+    ],
+)
 def test_address_policy(address, public):
     assert is_public(ip_address(address)) is public
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("http://127.0.0.1:{port}/x.mp3", "127.0.0.1"),
-    ("http://localhost:{port}/x.mp3", "localhost"),
-    ("http://[::1]:{port}/x.mp3", "::1"),
-    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
-    ("http://10.1.2.3/x.mp3", "10.1.2.3"),
-    ("http://0.0.0.0:{port}/x.mp3", "0.0.0.0"),
-    ("http://[::ffff:127.0.0.1]:{port}/x.mp3", "::ffff:7f00:1"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:{port}/x.mp3", "127.0.0.1"),
+        ("http://localhost:{port}/x.mp3", "localhost"),
+        ("http://[::1]:{port}/x.mp3", "::1"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://10.1.2.3/x.mp3", "10.1.2.3"),
+        ("http://0.0.0.0:{port}/x.mp3", "0.0.0.0"),
+        ("http://[::ffff:127.0.0.1]:{port}/x.mp3", "::ffff:7f00:1"),
+    ],
+)
 def test_default_settings_refuse_private_and_local_hosts_before_any_request(host, tmp_path, url, shown):
     port = host.url.rsplit(":", 1)[1]
     with pytest.raises(PayloadError) as err:
         fetch(music(url=url.format(port=port)), tmp_path)
-    assert str(err.value) == (f"invalid payload: {FIELD}: refers to a private or local address ({shown}); "
-                              "set INPUT_URL_ALLOW_PRIVATE=true to allow")
+    assert str(err.value) == (
+        f"invalid payload: {FIELD}: refers to a private or local address ({shown}); "
+        "set INPUT_URL_ALLOW_PRIVATE=true to allow"
+    )
     assert host.requests == [] and inputs(tmp_path) == []
 
 
@@ -142,33 +172,52 @@ def test_a_host_that_does_not_resolve_stays_retryable(tmp_path):
 
 # -- https: the pinned connection still sends and verifies the URL's name ------------------------
 
+
 def _tls_files(tmp: Path) -> tuple[Path, Path, Path]:
     """A CA and a certificate for the name ``localhost`` only (no IP address): (ca, cert, key)."""
     now = dt.datetime.now(dt.UTC)
 
     def build(subject: str, key: Any, issuer: x509.Name, signer: Any, ca: bool) -> x509.Certificate:
-        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-             .issuer_name(issuer).public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        )
         if ca:
-            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            b = b.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
         else:
-            b = (b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
-                                critical=False)
-                 .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+            b = (
+                b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+                )
+                .add_extension(
+                    x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+                )
+            )
         return b.sign(signer, hashes.SHA256())
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = build("test CA", ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")]), ca_key, True)
+    ca = build(
+        "test CA", ca_key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")]), ca_key, True
+    )
     leaf = build("localhost", key, ca.subject, ca_key, False)
     paths = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return paths
 
 
@@ -210,8 +259,9 @@ def tls_host(tmp_path) -> Iterator[tuple[str, Path, list[tuple[str | None, str]]
         thread.join(timeout=5)
 
 
-def test_https_is_pinned_to_the_checked_address_with_the_urls_name_in_sni_and_host(tls_host, tmp_path,
-                                                                                     monkeypatch):
+def test_https_is_pinned_to_the_checked_address_with_the_urls_name_in_sni_and_host(
+    tls_host, tmp_path, monkeypatch
+):
     base, ca, seen = tls_host
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # httpx trusts the test CA (the guard's transport reads it)
     path = download(f"{base}/bed.mp3", tmp_path, allowed=lambda ip: ip.is_loopback)
@@ -223,12 +273,21 @@ def test_https_is_pinned_to_the_checked_address_with_the_urls_name_in_sni_and_ho
 
 # -- through a real worker ---------------------------------------------------------------------
 
+
 def test_a_job_with_a_url_layer_on_a_local_address_fails_at_once(conn, fleet, s3, host, tmp_path):
-    jid = enqueue(conn, {"spec_version": 1, "duration_s": 3, "layers": [
-        {"type": "solfeggio"}, {"type": "music", "url": f"{host.url}/bed.mp3"}]})
+    jid = enqueue(
+        conn,
+        {
+            "spec_version": 1,
+            "duration_s": 3,
+            "layers": [{"type": "solfeggio"}, {"type": "music", "url": f"{host.url}/bed.mp3"}],
+        },
+    )
     fleet.start(**pipeline_env(s3, tmp_path))
     row = finished(conn, jid, "failed", "completed", "pending")
     assert row["status"] == "failed" and row["attempts"] == 1
-    assert row["error_message"].startswith(f"invalid payload: {FIELD}: refers to a private or local address "
-                                           "(127.0.0.1); set INPUT_URL_ALLOW_PRIVATE=true")
+    assert row["error_message"].startswith(
+        f"invalid payload: {FIELD}: refers to a private or local address "
+        "(127.0.0.1); set INPUT_URL_ALLOW_PRIVATE=true"
+    )
     assert host.requests == [] and all_keys(s3) == []

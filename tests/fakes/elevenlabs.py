@@ -30,13 +30,22 @@ class FakeElevenLabs(FakeServer):
 
     @staticmethod
     def quota_exceeded() -> Reply:
-        return Reply(401, error("quota_exceeded", "This request exceeds your quota of 10000. You have 0 credits "
-                                "remaining, while 91 credits are required for this request."))
+        return Reply(
+            401,
+            error(
+                "quota_exceeded",
+                "This request exceeds your quota of 10000. You have 0 credits "
+                "remaining, while 91 credits are required for this request.",
+            ),
+        )
 
     @staticmethod
     def too_many_concurrent(retry_after: float | None = 0.01) -> Reply:
-        return Reply(429, error("too_many_concurrent_requests", "Too many concurrent requests."),
-                     retry_after=retry_after)
+        return Reply(
+            429,
+            error("too_many_concurrent_requests", "Too many concurrent requests."),
+            retry_after=retry_after,
+        )
 
     @staticmethod
     def system_busy() -> Reply:
@@ -44,7 +53,10 @@ class FakeElevenLabs(FakeServer):
 
     @staticmethod
     def validation_error() -> Reply:
-        return Reply(422, {"detail": [{"loc": ["body", "text"], "msg": "field required", "type": "value_error.missing"}]})
+        return Reply(
+            422,
+            {"detail": [{"loc": ["body", "text"], "msg": "field required", "type": "value_error.missing"}]},
+        )
 
     def respond(self, req: RecordedRequest) -> Reply:
         prefix = "/v1/text-to-speech/"
@@ -61,12 +73,27 @@ class FakeElevenLabs(FakeServer):
         model = body.get("model_id", "eleven_multilingual_v2")
         limit = LIMITS.get(model, 10_000)
         if len(body["text"]) > limit:
-            return Reply(400, error("max_character_limit_exceeded",
-                                    f"Text is too long: {len(body['text'])} characters, maximum is {limit}."))
+            return Reply(
+                400,
+                error(
+                    "max_character_limit_exceeded",
+                    f"Text is too long: {len(body['text'])} characters, maximum is {limit}.",
+                ),
+            )
         fmt = req.query.get("output_format", ["mp3_44100_128"])[0]
         if not fmt.startswith(("mp3_", "wav_", "opus_")):
-            return Reply(422, {"detail": [{"loc": ["query", "output_format"], "msg": "invalid output format",
-                                           "type": "value_error"}]})
+            return Reply(
+                422,
+                {
+                    "detail": [
+                        {
+                            "loc": ["query", "output_format"],
+                            "msg": "invalid output format",
+                            "type": "value_error",
+                        }
+                    ]
+                },
+            )
         return Reply(200, content_type="audio/mpeg" if fmt.startswith("mp3") else "audio/wav")
 
     def audio_reply(self, req: RecordedRequest) -> bytes:

@@ -28,29 +28,53 @@ class FakeOpenAI(FakeServer):
     # canned error replies, as the real API sends them
     @staticmethod
     def invalid_key(shown: str = "sk-wr***ng") -> Reply:
-        return Reply(401, error(f"Incorrect API key provided: {shown}. You can find your API key at "
-                                "https://platform.openai.com/account/api-keys.", "invalid_request_error",
-                                "invalid_api_key"))
+        return Reply(
+            401,
+            error(
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+        )
 
     @staticmethod
     def quota_exceeded() -> Reply:
-        return Reply(429, error("You exceeded your current quota, please check your plan and billing details.",
-                                "insufficient_quota", "insufficient_quota"))
+        return Reply(
+            429,
+            error(
+                "You exceeded your current quota, please check your plan and billing details.",
+                "insufficient_quota",
+                "insufficient_quota",
+            ),
+        )
 
     @staticmethod
     def rate_limited(retry_after: float | None = 0.01) -> Reply:
-        return Reply(429, error("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
-                     retry_after=retry_after)
+        return Reply(
+            429,
+            error("Rate limit reached for requests", "requests", "rate_limit_exceeded"),
+            retry_after=retry_after,
+        )
 
     @staticmethod
     def server_error(status: int = 500) -> Reply:
-        return Reply(status, error("The server had an error while processing your request. Sorry about that!",
-                                   "server_error"))
+        return Reply(
+            status,
+            error("The server had an error while processing your request. Sorry about that!", "server_error"),
+        )
 
     @staticmethod
     def moderation() -> Reply:
-        return Reply(400, error("This request has been flagged by our moderation system.",
-                                "invalid_request_error", "content_policy_violation", "input"))
+        return Reply(
+            400,
+            error(
+                "This request has been flagged by our moderation system.",
+                "invalid_request_error",
+                "content_policy_violation",
+                "input",
+            ),
+        )
 
     def respond(self, req: RecordedRequest) -> Reply:
         if req.path != "/v1/audio/speech" or req.method != "POST":
@@ -62,18 +86,41 @@ class FakeOpenAI(FakeServer):
         try:
             body = req.json()
         except ValueError:
-            return Reply(400, error("We could not parse the JSON body of your request.", "invalid_request_error"))
+            return Reply(
+                400, error("We could not parse the JSON body of your request.", "invalid_request_error")
+            )
         for name in ("model", "input", "voice"):
             if name not in body:
-                return Reply(400, error(f"Missing required parameter: '{name}'.", "invalid_request_error",
-                                        "missing_required_parameter", name))
+                return Reply(
+                    400,
+                    error(
+                        f"Missing required parameter: '{name}'.",
+                        "invalid_request_error",
+                        "missing_required_parameter",
+                        name,
+                    ),
+                )
         if len(body["input"]) > 4096:
-            return Reply(400, error(f"Invalid 'input': string too long. Expected a string with maximum length 4096, "
-                                    f"but got a string with length {len(body['input'])} instead.",
-                                    "invalid_request_error", "string_above_max_length", "input"))
+            return Reply(
+                400,
+                error(
+                    f"Invalid 'input': string too long. Expected a string with maximum length 4096, "
+                    f"but got a string with length {len(body['input'])} instead.",
+                    "invalid_request_error",
+                    "string_above_max_length",
+                    "input",
+                ),
+            )
         if body["voice"] not in VOICES:
-            return Reply(400, error(f"Invalid value for 'voice' = {json.dumps(body['voice'])}.",
-                                    "invalid_request_error", "invalid_value", "voice"))
+            return Reply(
+                400,
+                error(
+                    f"Invalid value for 'voice' = {json.dumps(body['voice'])}.",
+                    "invalid_request_error",
+                    "invalid_value",
+                    "voice",
+                ),
+            )
         fmt = body.get("response_format", "mp3")
         return Reply(200, content_type=CONTENT_TYPES.get(fmt, "audio/mpeg"))
 

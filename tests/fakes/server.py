@@ -88,8 +88,13 @@ class FakeServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 parts = urlsplit(self.path)
-                req = RecordedRequest(self.command, parts.path, parse_qs(parts.query),
-                                      {k.lower(): v for k, v in self.headers.items()}, body)
+                req = RecordedRequest(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
                 with fake._lock:
                     fake.requests.append(req)
                     scripted = fake._script.popleft() if fake._script else fake._always
@@ -102,8 +107,12 @@ class FakeServer:
         self._stopping.clear()
         self._httpd = ThreadingHTTPServer((self.bind_host, 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True, name=type(self).__name__)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name=type(self).__name__,
+        )
         self._thread.start()
         return self
 
@@ -144,7 +153,9 @@ class FakeServer:
         """Block until at least ``n`` requests arrived (for tests driving a worker subprocess)."""
         with self._received:
             if not self._received.wait_for(lambda: len(self.requests) >= n, timeout):
-                raise TimeoutError(f"{type(self).__name__}: {len(self.requests)} of {n} requests after {timeout}s")
+                raise TimeoutError(
+                    f"{type(self).__name__}: {len(self.requests)} of {n} requests after {timeout}s"
+                )
             return list(self.requests)
 
     def reset(self) -> None:

@@ -39,17 +39,31 @@ class FakeStability(FakeServer):
 
     @staticmethod
     def content_moderation() -> Reply:
-        return Reply(403, error("content_moderation", "Your request was flagged by our content moderation system, "
-                                "as a result your request was denied and you were not charged."))
+        return Reply(
+            403,
+            error(
+                "content_moderation",
+                "Your request was flagged by our content moderation system, "
+                "as a result your request was denied and you were not charged.",
+            ),
+        )
 
     @staticmethod
     def rate_limited(retry_after: float | None = 0.01) -> Reply:
-        return Reply(429, error("rate_limit_exceeded", "You have exceeded the rate limit of 150 requests "
-                                "within a 10 second period."), retry_after=retry_after)
+        return Reply(
+            429,
+            error(
+                "rate_limit_exceeded",
+                "You have exceeded the rate limit of 150 requests within a 10 second period.",
+            ),
+            retry_after=retry_after,
+        )
 
     @staticmethod
     def server_error() -> Reply:
-        return Reply(500, error("internal_error", "An unexpected server error has occurred, please try again later."))
+        return Reply(
+            500, error("internal_error", "An unexpected server error has occurred, please try again later.")
+        )
 
     def respond(self, req: RecordedRequest) -> Reply:
         if req.method != "POST" or req.path != PATH:
@@ -73,8 +87,11 @@ class FakeStability(FakeServer):
         if problems:
             return Reply(400, error("bad_request", *problems))
         fmt = form.get("output_format", "mp3")
-        return Reply(200, content_type=CONTENT_TYPES[fmt],
-                     headers={"finish-reason": "SUCCESS", "seed": form.get("seed", "0")})
+        return Reply(
+            200,
+            content_type=CONTENT_TYPES[fmt],
+            headers={"finish-reason": "SUCCESS", "seed": form.get("seed", "0")},
+        )
 
     def audio_reply(self, req: RecordedRequest) -> bytes:
         try:

@@ -18,10 +18,14 @@ FAULT_HANDLER = "tests.faults.handlers:render_job"
 FAST = {"LEASE_SECONDS": 3, "RESCUE_INTERVAL_SECONDS": 1, "LOG_LEVEL": "info"}
 
 # A tiny job: two tones, 2 s; its render takes a fraction of a second.
-TONES = {"spec_version": 1, "duration_s": 2, "layers": [
-    {"type": "binaural", "carrier_hz": 200, "beat_hz": 10},
-    {"type": "solfeggio", "frequency_hz": 528, "gain_db": -6},
-]}
+TONES = {
+    "spec_version": 1,
+    "duration_s": 2,
+    "layers": [
+        {"type": "binaural", "carrier_hz": 200, "beat_hz": 10},
+        {"type": "solfeggio", "frequency_hz": 528, "gain_db": -6},
+    ],
+}
 
 _WRAPPER = '''#!{python}
 """ffmpeg wrapper for fault tests: jobs' render passes (run in a render- temp dir) may be

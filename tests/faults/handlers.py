@@ -1,6 +1,6 @@
 """The pipeline for fault tests (JOB_HANDLER=tests.faults.handlers:render_job).
 
-It is ``worker.pipeline`` unchanged (same ``prepare`` and ``sweep`` hooks), except that with
+It is ``worker.job.pipeline`` unchanged (same ``prepare`` and ``sweep`` hooks), except that with
 ``FAULT_PREVIEW_PAUSE_S`` set the preview upload waits that long before it starts, so a test can
 kill the worker at the worst moment: the master stored, the preview not yet, the job not completed.
 """
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.pipeline import prepare, render_job, sweep
+from worker.job.pipeline import prepare, render_job, sweep
 from worker.storage.client import Storage
 
 __all__ = ["prepare", "render_job", "sweep"]

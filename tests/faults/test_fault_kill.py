@@ -16,8 +16,9 @@ ENDED = ("completed", "failed", "cancelled")
 
 
 def ended(conn, jid, timeout: float = 40) -> dict:
-    return wait_until(lambda: (r := job(conn, jid))["status"] in ENDED and r, timeout=timeout,
-                      what=f"job {jid} to end")
+    return wait_until(
+        lambda: (r := job(conn, jid))["status"] in ENDED and r, timeout=timeout, what=f"job {jid} to end"
+    )
 
 
 def result_keys(row: dict) -> list[str]:
@@ -52,7 +53,8 @@ def test_kill_9_after_the_master_upload_the_next_attempt_deletes_the_stale_objec
     a.kill()  # master stored, preview not, job not completed: on_discard died with the process
     pending = job(conn, jid)["pending_objects"]
     assert sorted(f"{o['bucket']}/{o['key']}" for o in pending) == sorted(
-        [f"{s3.bucket}/{stale_master[0]}", f"{s3.preview_bucket}/{stale_master[0].rsplit('.', 1)[0]}.mp3"])
+        [f"{s3.bucket}/{stale_master[0]}", f"{s3.preview_bucket}/{stale_master[0].rsplit('.', 1)[0]}.mp3"]
+    )
 
     b = fleet.start(**pipeline_env(s3, tmp_path, **FAST))
     row = ended(conn, jid)
@@ -66,7 +68,8 @@ def test_kill_9_after_the_master_upload_the_next_attempt_deletes_the_stale_objec
 
 
 def test_kill_9_on_the_last_attempt_the_rescue_leader_deletes_the_objects_once_storage_is_back(
-        conn, fleet, s3, tmp_path):
+    conn, fleet, s3, tmp_path
+):
     jid = enqueue(conn, TONES, max_attempts=1)  # no next attempt: reset_stuck_jobs fails it
     a = fleet.start(**pipeline_env(s3, tmp_path, JOB_HANDLER=FAULT_HANDLER, FAULT_PREVIEW_PAUSE_S=60, **FAST))
     wait_until(lambda: s3.keys(s3.bucket), timeout=30, what="the master to be stored")

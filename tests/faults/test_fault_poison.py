@@ -14,11 +14,17 @@ from tests.support.workers import wait_until
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_a_job_whose_render_kills_the_worker_ends_failed_after_the_rescue_limit(conn, fleet, s3, tmp_path, ffmpeg):
+def test_a_job_whose_render_kills_the_worker_ends_failed_after_the_rescue_limit(
+    conn, fleet, s3, tmp_path, ffmpeg
+):
     conn.execute("update audio_queue.settings set max_rescues = 2")
     # the poison: a tone frequency only its spec uses makes its ffmpeg run kill the worker
-    poison = enqueue(conn, {**TONES, "layers": [{"type": "binaural", "carrier_hz": 137.25, "beat_hz": 10}]},
-                     max_attempts=10, priority=10)
+    poison = enqueue(
+        conn,
+        {**TONES, "layers": [{"type": "binaural", "carrier_hz": 137.25, "beat_hz": 10}]},
+        max_attempts=10,
+        priority=10,
+    )
     good = enqueue(conn, TONES)
     ffmpeg.poison("frequency=137.25")
     env = pipeline_env(s3, tmp_path, FFMPEG_PATH=ffmpeg.path, MAX_CONCURRENT_JOBS=1, **FAST)
@@ -41,8 +47,12 @@ def test_a_job_whose_render_kills_the_worker_ends_failed_after_the_rescue_limit(
 
     if w.proc.poll() is not None:
         w = fleet.start(**env)
-    g = wait_until(lambda: (r := job(conn, good))["status"] in ("completed", "failed") and r,
-                   timeout=30, what="the good job to end")
+    g = wait_until(
+        lambda: (r := job(conn, good))["status"] in ("completed", "failed") and r,
+        timeout=30,
+        what="the good job to end",
+    )
     assert g["status"] == "completed", g["error_message"]
-    assert sorted(all_keys(s3)) == sorted(f"{o['bucket']}/{o['key']}"
-                                          for o in (g["result"]["master"], g["result"]["preview"]))
+    assert sorted(all_keys(s3)) == sorted(
+        f"{o['bucket']}/{o['key']}" for o in (g["result"]["master"], g["result"]["preview"])
+    )

@@ -17,7 +17,7 @@ from tests.e2e.conftest import all_keys, enqueue, pipeline_env
 from tests.faults.conftest import FAST, TONES
 from tests.support.pg import TempCluster
 from tests.support.workers import WorkerFleet, wait_until
-from worker.db.migrate import migrate
+from worker.queue.db.migrate import migrate
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,7 +40,9 @@ def restart(c: TempCluster) -> None:
 def statuses(url: str) -> dict[str, int]:
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
-            return dict(conn.execute("select status, count(*) from audio_queue.jobs group by status").fetchall())
+            return dict(
+                conn.execute("select status, count(*) from audio_queue.jobs group by status").fetchall()
+            )
     except psycopg.OperationalError:
         return {}
 
@@ -53,21 +55,28 @@ def test_postgres_restart_mid_run_loses_duplicates_and_strands_nothing(cluster, 
         ffmpeg.slow(0.3)  # each ffmpeg pass: jobs are still in flight when the server goes away
         env = pipeline_env(s3, tmp_path, FFMPEG_PATH=ffmpeg.path, MAX_CONCURRENT_JOBS=2, **FAST)
         workers = [fleet.start(**env), fleet.start(**env)]
-        wait_until(lambda: statuses(cluster.url).get("completed", 0) >= 1, timeout=40, what="a first completion")
+        wait_until(
+            lambda: statuses(cluster.url).get("completed", 0) >= 1, timeout=40, what="a first completion"
+        )
         assert statuses(cluster.url).get("processing", 0) >= 1  # the restart hits running jobs
 
         restart(cluster)
         with psycopg.connect(cluster.url, autocommit=True) as conn:  # and work arrives after it
             ids += [enqueue(conn, TONES) for _ in range(4)]
-        wait_until(lambda: statuses(cluster.url).get("completed", 0) == len(ids), timeout=60,
-                   what="every job to complete")
+        wait_until(
+            lambda: statuses(cluster.url).get("completed", 0) == len(ids),
+            timeout=60,
+            what="every job to complete",
+        )
         time.sleep(0.5)  # let any straggling duplicate show itself
 
         with psycopg.connect(cluster.url, autocommit=True) as conn:
             rows = conn.execute("select status, result, pending_objects from audio_queue.jobs").fetchall()
         assert len(rows) == len(ids) and all(r[0] == "completed" for r in rows)
         assert all(r[2] == [] for r in rows)
-        expected = sorted(f"{o['bucket']}/{o['key']}" for r in rows for o in (r[1]["master"], r[1]["preview"]))
+        expected = sorted(
+            f"{o['bucket']}/{o['key']}" for r in rows for o in (r[1]["master"], r[1]["preview"])
+        )
         assert sorted(all_keys(s3)) == expected  # two objects per job, none from a discarded attempt
         assert sum(w.log.count("job completed in") for w in workers) == len(ids)  # exactly once each
         assert any("database unavailable" in w.log or "LISTEN connection lost" in w.log for w in workers)

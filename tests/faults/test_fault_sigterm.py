@@ -15,11 +15,12 @@ from tests.support.workers import wait_until
 pytestmark = pytest.mark.timeout(90)
 
 GRACE_S = 2
-ABANDON_WAIT_S = 5  # worker.claim_loop.ABANDON_WAIT_S
+ABANDON_WAIT_S = 5  # worker.queue.claim_loop.ABANDON_WAIT_S
 
 
 def test_sigterm_twice_mid_render_releases_the_job_unspent_and_another_worker_completes_it(
-        conn, fleet, s3, tmp_path, ffmpeg):
+    conn, fleet, s3, tmp_path, ffmpeg
+):
     ffmpeg.slow(30)  # the render outlasts the grace
     jid = enqueue(conn, TONES)
     env = pipeline_env(s3, tmp_path, FFMPEG_PATH=ffmpeg.path, SHUTDOWN_GRACE_SECONDS=GRACE_S, **FAST)
@@ -41,9 +42,13 @@ def test_sigterm_twice_mid_render_releases_the_job_unspent_and_another_worker_co
 
     ffmpeg.slow(0)
     b = fleet.start(**env)
-    row = wait_until(lambda: (r := job(conn, jid))["status"] in ("completed", "failed") and r,
-                     timeout=40, what="the job to end")
+    row = wait_until(
+        lambda: (r := job(conn, jid))["status"] in ("completed", "failed") and r,
+        timeout=40,
+        what="the job to end",
+    )
     assert row["status"] == "completed", f"{row['error_message']}\n{b.log[-3000:]}"
     assert row["attempts"] == 1 and row["rescue_count"] == 0  # the released attempt was not spent
-    assert sorted(all_keys(s3)) == sorted(f"{o['bucket']}/{o['key']}"
-                                          for o in (row["result"]["master"], row["result"]["preview"]))
+    assert sorted(all_keys(s3)) == sorted(
+        f"{o['bucket']}/{o['key']}" for o in (row["result"]["master"], row["result"]["preview"])
+    )

@@ -50,7 +50,7 @@ class Receiver:
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 d = Delivery(time.monotonic(), dict(self.headers.items()), raw)
                 rec.deliveries.append(d)

@@ -13,10 +13,10 @@ from psycopg_pool import AsyncConnectionPool
 from tests.observe.support import get
 from tests.queue.test_worker_process import enqueue
 from tests.support.workers import wait_until
+from worker.local.ports import free_port
 from worker.observe import db as observe_db
 from worker.observe.http import HealthSource, health, metrics_text
 from worker.observe.metrics import Metrics
-from worker.ports import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.timeout(60)
 def sample(text: str, name: str, **labels: str) -> float | None:
     """The value of one sample in Prometheus text, or None when absent."""
     lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search(rf"^{re.escape(name)}{re.escape('{' + lab + '}') if lab else ''} (\S+)$", text, re.MULTILINE)
+    m = re.search(
+        rf"^{re.escape(name)}{re.escape('{' + lab + '}') if lab else ''} (\S+)$", text, re.MULTILINE
+    )
     return float(m.group(1)) if m else None
 
 
@@ -34,12 +36,21 @@ def test_healthz_and_metrics_of_a_running_worker(conn, fleet):
     enqueue(conn, {"sleep_ms": 0, "fail": "permanent"})
     enqueue(conn, {"sleep_ms": 0}, n=3, run_at="2999-01-01T00:00:00Z")  # pending, never runnable
     w = fleet.start(HEALTH_PORT=port, MAX_CONCURRENT_JOBS=2)
-    wait_until(lambda: conn.execute("select count(*) from audio_queue.jobs where status in ('completed','failed')")
-               .fetchone()[0] == 6, timeout=20, what="6 jobs to finish")
+    wait_until(
+        lambda: (
+            conn.execute(
+                "select count(*) from audio_queue.jobs where status in ('completed','failed')"
+            ).fetchone()[0]
+            == 6
+        ),
+        timeout=20,
+        what="6 jobs to finish",
+    )
     base = f"http://127.0.0.1:{port}"
 
-    status, ctype, body = wait_until(lambda: (r := get(base + "/healthz"))[0] == 200 and r, timeout=10,
-                                     what="/healthz 200")
+    status, ctype, body = wait_until(
+        lambda: (r := get(base + "/healthz"))[0] == 200 and r, timeout=10, what="/healthz 200"
+    )
     doc = json.loads(body)
     assert ctype == "application/json" and doc["status"] == "ok" and doc["running_jobs"] == 0
     assert doc["worker_id"] in w.log and doc["last_loop_s"] < 30
@@ -82,8 +93,15 @@ def _source(pool: AsyncConnectionPool, last_loop: float) -> HealthSource:
         async with pool.connection(timeout=2) as c:
             return await observe_db.queue_depth(c)
 
-    return HealthSource(worker_id="w1", last_loop=lambda: last_loop, stale_after_s=30, running_jobs=lambda: 0,
-                        stopping=lambda: False, ping=ping, queue_depth=depth)
+    return HealthSource(
+        worker_id="w1",
+        last_loop=lambda: last_loop,
+        stale_after_s=30,
+        running_jobs=lambda: 0,
+        stopping=lambda: False,
+        ping=ping,
+        queue_depth=depth,
+    )
 
 
 def test_healthz_503_when_the_database_is_unreachable_or_the_loop_is_stale(db_url):

@@ -41,9 +41,14 @@ def test_provider_requests_are_timed_and_errors_counted_by_kind(m, tmp_path):
         async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
             for expected in (TransientError, PermanentError, httpx.ConnectError):
                 with pytest.raises(expected):
-                    await stream_audio(client, client.build_request("POST", "https://api.test/tts"),
-                                       provider="fakeprov", dest=tmp_path / "out.mp3",
-                                       parse_error=lambda _b: ProviderFault("e", "m"), secrets=[])
+                    await stream_audio(
+                        client,
+                        client.build_request("POST", "https://api.test/tts"),
+                        provider="fakeprov",
+                        dest=tmp_path / "out.mp3",
+                        parse_error=lambda _b: ProviderFault("e", "m"),
+                        secrets=[],
+                    )
 
     asyncio.run(call())
     assert value(m, "audio_worker_provider_request_seconds_count", provider="fakeprov") == 3

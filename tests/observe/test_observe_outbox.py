@@ -16,8 +16,8 @@ from tests.observe.test_observe_endpoint import sample
 from tests.queue.test_worker_process import all_finished, enqueue, job
 from tests.support.jobs import scalar
 from tests.support.workers import wait_until
+from worker.local.ports import free_port
 from worker.observe.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from worker.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = "whsec-outbox-7d41e0"
@@ -29,7 +29,9 @@ def outbox_count(conn) -> int:
 
 def delivered(rx: Receiver) -> dict[str, Delivery]:
     """job id -> the delivery the receiver answered 2xx."""
-    return {d.body["job_id"]: d for d in list(rx.deliveries) if d.status is not None and 200 <= d.status < 300}
+    return {
+        d.body["job_id"]: d for d in list(rx.deliveries) if d.status is not None and 200 <= d.status < 300
+    }
 
 
 def assert_each_delivery_id_acknowledged_once(rx: Receiver) -> None:
@@ -49,8 +51,11 @@ def test_notices_of_a_killed_worker_are_delivered_by_the_next_one_exactly_once(c
     ids = {str(i) for i in enqueue(conn, {"sleep_ms": 0}, n=5)}
     a = fleet.start(WEBHOOK_URL=rx.url, WEBHOOK_SECRET=SECRET, WEBHOOK_ATTEMPTS=10, WEBHOOK_TIMEOUT_S=2)
     wait_until(lambda: all_finished(conn), timeout=30, what="worker A to complete the 5 jobs")
-    wait_until(lambda: {d.body["job_id"] for d in list(rx.deliveries)} == ids, timeout=20,
-               what="a failed attempt of each notice")
+    wait_until(
+        lambda: {d.body["job_id"] for d in list(rx.deliveries)} == ids,
+        timeout=20,
+        what="a failed attempt of each notice",
+    )
     a.kill()
     rows = conn.execute("select job_id::text, last_error from audio_queue.webhook_outbox").fetchall()
     assert {r[0] for r in rows} == ids  # nothing was lost with the process
@@ -78,8 +83,11 @@ def test_jobs_ended_in_sql_are_announced(conn, fleet, receivers):
     (stuck,) = enqueue(conn, {"sleep_ms": 0}, max_attempts=1)
     conn.execute("select * from audio_queue.get_next_pending_job('dead-worker', 1, 1)")  # it dies holding it
     fleet.start(WEBHOOK_URL=rx.url, RESCUE_INTERVAL_SECONDS=1)
-    wait_until(lambda: scalar(conn, "select webhook_outbox from audio_queue.settings"), timeout=20,
-               what="the worker to turn the outbox on")
+    wait_until(
+        lambda: scalar(conn, "select webhook_outbox from audio_queue.settings"),
+        timeout=20,
+        what="the worker to turn the outbox on",
+    )
     assert scalar(conn, "select audio_queue.cancel_job(%s)", later)
     wait_until(lambda: len(delivered(rx)) == 2, timeout=30, what="two notices")
     got = delivered(rx)
@@ -95,8 +103,13 @@ def test_two_workers_announce_every_job_and_acknowledged_notices_are_not_posted_
     rx = receivers(statuses=[503] * 8)
     ids = {str(i) for i in enqueue(conn, {"sleep_ms": 20}, n=40)}
     for _ in range(2):
-        fleet.start(WEBHOOK_URL=rx.url, WEBHOOK_SECRET=SECRET, WEBHOOK_ATTEMPTS=5, MAX_CONCURRENT_JOBS=4,
-                    LOG_LEVEL="info")
+        fleet.start(
+            WEBHOOK_URL=rx.url,
+            WEBHOOK_SECRET=SECRET,
+            WEBHOOK_ATTEMPTS=5,
+            MAX_CONCURRENT_JOBS=4,
+            LOG_LEVEL="info",
+        )
     wait_until(lambda: all_finished(conn), timeout=40, what="the 40 jobs")
     wait_until(lambda: set(delivered(rx)) == ids, timeout=40, what="40 notices delivered")
     wait_until(lambda: outbox_count(conn) == 0, timeout=10, what="the outbox to empty")
@@ -125,8 +138,15 @@ def test_an_unreachable_receiver_keeps_the_token_out_of_last_error_and_logs(conn
     rx.stop()  # nothing listens on that port any more: connection refused
     (jid,) = enqueue(conn, {"sleep_ms": 0})
     w = fleet.start(WEBHOOK_URL=url, WEBHOOK_SECRET=SECRET, WEBHOOK_ATTEMPTS=10)
-    wait_until(lambda: scalar(conn, "select last_error from audio_queue.webhook_outbox where job_id = %s", jid)
-               if outbox_count(conn) else None, timeout=20, what="a failed attempt")
+    wait_until(
+        lambda: (
+            scalar(conn, "select last_error from audio_queue.webhook_outbox where job_id = %s", jid)
+            if outbox_count(conn)
+            else None
+        ),
+        timeout=20,
+        what="a failed attempt",
+    )
     last_error = scalar(conn, "select last_error from audio_queue.webhook_outbox where job_id = %s", jid)
     assert "Connect" in last_error
     assert "token" not in last_error and "/hook" not in last_error and SECRET not in last_error
@@ -140,8 +160,11 @@ def test_the_webhooks_counter_counts_delivered_and_given_up_notices(conn, fleet,
     rx = receivers(statuses=[410])  # the first notice is refused for good, the second delivered
     port = free_port()
     w = fleet.start(WEBHOOK_URL=rx.url, HEALTH_PORT=port, MAX_CONCURRENT_JOBS=1)
-    wait_until(lambda: scalar(conn, "select webhook_outbox from audio_queue.settings"), timeout=20,
-               what="the worker to turn the outbox on")
+    wait_until(
+        lambda: scalar(conn, "select webhook_outbox from audio_queue.settings"),
+        timeout=20,
+        what="the worker to turn the outbox on",
+    )
     for _ in range(2):
         enqueue(conn, {"sleep_ms": 0})
         wait_until(lambda: all_finished(conn) and outbox_count(conn) == 0, timeout=20, what="the notice")

@@ -31,13 +31,26 @@ def test_completed_and_failed_jobs_are_announced_signed(conn, fleet, receivers):
         assert verify(SECRET, ts, d.raw, d.headers[SIGNATURE_HEADER])
         assert not verify("other", ts, d.raw, d.headers[SIGNATURE_HEADER])
         assert d.headers["Content-Type"] == "application/json"
-        assert set(d.body) == {"job_id", "status", "wav_url", "mp3_url", "result_url", "error", "attempts",
-                               "track_id", "user_id", "completed_at"}
+        assert set(d.body) == {
+            "job_id",
+            "status",
+            "wav_url",
+            "mp3_url",
+            "result_url",
+            "error",
+            "attempts",
+            "track_id",
+            "user_id",
+            "completed_at",
+        }
         assert SECRET.encode() not in d.raw
     row = job(conn, ok_id)
     assert done.body["status"] == "completed" and row["status"] == "completed"
     assert (done.body["wav_url"], done.body["mp3_url"], done.body["result_url"]) == (
-        row["wav_url"], row["mp3_url"], row["result_url"])
+        row["wav_url"],
+        row["mp3_url"],
+        row["result_url"],
+    )
     assert done.body["track_id"] == track and done.body["error"] is None and done.body["attempts"] == 1
     assert failed.body["status"] == "failed" and failed.body["error"] == "scripted permanent failure"
     assert failed.body["wav_url"] is None
@@ -82,7 +95,9 @@ def test_a_job_cancelled_while_processing_is_announced_as_cancelled(conn, fleet,
     assert body["error"] == "cancelled while processing" and job(conn, jid)["status"] == "cancelled"
 
 
-def test_shutdown_waits_a_bounded_time_for_a_hanging_webhook_and_leaves_it_in_the_outbox(conn, fleet, receivers):
+def test_shutdown_waits_a_bounded_time_for_a_hanging_webhook_and_leaves_it_in_the_outbox(
+    conn, fleet, receivers
+):
     rx = receivers(hang=threading.Event())
     (jid,) = enqueue(conn, {"sleep_ms": 0})
     w = fleet.start(WEBHOOK_URL=rx.url, WEBHOOK_TIMEOUT_S=30, WEBHOOK_ATTEMPTS=1)

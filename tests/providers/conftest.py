@@ -15,9 +15,18 @@ from worker.providers import ProviderSettings
 T = TypeVar("T")
 
 PROVIDER_ENV = [
-    "OPENAI_API_KEY", "OPENAI_BASE_URL", "ELEVENLABS_API_KEY", "ELEVENLABS_BASE_URL", "STABLE_AUDIO_API_KEY",
-    "STABLE_AUDIO_API_URL", "SPEECH_PROVIDER", "MUSIC_PROVIDER", "MAX_RETRIES", "RETRY_DELAY_MS",
-    "PROVIDER_CACHE_DIR", "PROVIDER_CACHE_ENABLED",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ELEVENLABS_API_KEY",
+    "ELEVENLABS_BASE_URL",
+    "STABLE_AUDIO_API_KEY",
+    "STABLE_AUDIO_API_URL",
+    "SPEECH_PROVIDER",
+    "MUSIC_PROVIDER",
+    "MAX_RETRIES",
+    "RETRY_DELAY_MS",
+    "PROVIDER_CACHE_DIR",
+    "PROVIDER_CACHE_ENABLED",
 ]
 
 
@@ -66,9 +75,12 @@ def make_settings(tmp_path: Path) -> Callable[..., ProviderSettings]:
             "provider_connect_timeout_s": 2,
             "provider_cache_dir": tmp_path / "cache",
             # the limiters are process-wide: keep them out of the way of unrelated tests
-            "openai_rate_limit": 10_000, "openai_rate_window_s": 1,
-            "elevenlabs_rate_limit": 10_000, "elevenlabs_rate_window_s": 1,
-            "stable_audio_rate_limit": 10_000, "stable_audio_rate_window_s": 1,
+            "openai_rate_limit": 10_000,
+            "openai_rate_window_s": 1,
+            "elevenlabs_rate_limit": 10_000,
+            "elevenlabs_rate_window_s": 1,
+            "stable_audio_rate_limit": 10_000,
+            "stable_audio_rate_window_s": 1,
         }
         for fake in fakes:
             values.update({k.lower(): v for k, v in fake.env().items()})

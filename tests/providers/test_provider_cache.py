@@ -17,10 +17,14 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_key_is_canonical_and_covers_every_input():
     base = {"provider": "openai", "fields": {"model": "tts-1", "voice": "alloy", "speed": 1.0}, "text": "Hi"}
-    assert cache_key(**base) == cache_key(text="Hi", fields={"speed": 1.0, "voice": "alloy", "model": "tts-1"},
-                                          provider="openai")
-    for change in ({"text": "Hi!"}, {"provider": "elevenlabs"},
-                   {"fields": {"model": "tts-1", "voice": "echo", "speed": 1.0}}):
+    assert cache_key(**base) == cache_key(
+        text="Hi", fields={"speed": 1.0, "voice": "alloy", "model": "tts-1"}, provider="openai"
+    )
+    for change in (
+        {"text": "Hi!"},
+        {"provider": "elevenlabs"},
+        {"fields": {"model": "tts-1", "voice": "echo", "speed": 1.0}},
+    ):
         assert cache_key(**(base | change)) != cache_key(**base)
 
 
@@ -29,9 +33,19 @@ def test_concurrent_identical_requests_pay_once(fake_openai, make_settings, tmp_
     settings = make_settings(fake_openai)
 
     async def many() -> list:
-        return await asyncio.gather(*(
-            fetch_speech(text="Same words.", provider="openai", voice=None, model=None, out_dir=tmp_path / f"o{i}",
-                         settings=settings) for i in range(4)))
+        return await asyncio.gather(
+            *(
+                fetch_speech(
+                    text="Same words.",
+                    provider="openai",
+                    voice=None,
+                    model=None,
+                    out_dir=tmp_path / f"o{i}",
+                    settings=settings,
+                )
+                for i in range(4)
+            )
+        )
 
     paths = run(many())
     assert len(fake_openai.requests) == 1
@@ -41,7 +55,11 @@ def test_concurrent_identical_requests_pay_once(fake_openai, make_settings, tmp_
 def test_disabled_cache_pays_every_time(fake_openai, make_settings, out_dir):
     settings = make_settings(fake_openai, provider_cache_enabled=False)
     for _ in range(2):
-        run(fetch_speech(text="Hi.", provider="openai", voice=None, model=None, out_dir=out_dir, settings=settings))
+        run(
+            fetch_speech(
+                text="Hi.", provider="openai", voice=None, model=None, out_dir=out_dir, settings=settings
+            )
+        )
     assert len(fake_openai.requests) == 2
 
 
@@ -64,6 +82,9 @@ def test_unwritable_cache_does_not_fail_the_job(fake_openai, make_settings, out_
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache directory should be")
     settings = make_settings(fake_openai, provider_cache_dir=blocker / "cache")
-    path = run(fetch_speech(text="Still works.", provider="openai", voice=None, model=None, out_dir=out_dir,
-                            settings=settings))
+    path = run(
+        fetch_speech(
+            text="Still works.", provider="openai", voice=None, model=None, out_dir=out_dir, settings=settings
+        )
+    )
     assert path.exists() and len(fake_openai.requests) == 1

@@ -18,8 +18,13 @@ def speak(settings, out_dir, text="Hello from ElevenLabs.", **kw):  # type: igno
 
 
 def test_sends_the_documented_request(fake_elevenlabs, make_settings, out_dir):
-    path = speak(make_settings(fake_elevenlabs), out_dir, voice="pNInz6obpgDQGcFmaJgB",
-                 model="eleven_flash_v2_5", speed=1.1)
+    path = speak(
+        make_settings(fake_elevenlabs),
+        out_dir,
+        voice="pNInz6obpgDQGcFmaJgB",
+        model="eleven_flash_v2_5",
+        speed=1.1,
+    )
     assert path.parent == out_dir and run(probe(path)).duration > 0.3
     [req] = fake_elevenlabs.requests
     assert (req.method, req.path) == ("POST", "/v1/text-to-speech/pNInz6obpgDQGcFmaJgB")
@@ -35,7 +40,9 @@ def test_sends_the_documented_request(fake_elevenlabs, make_settings, out_dir):
 
 def test_default_voice_and_model(fake_elevenlabs, make_settings, out_dir):
     settings = make_settings(fake_elevenlabs, elevenlabs_output_format="wav_24000")
-    path = run(fetch_speech(text="Hi.", provider=None, voice=None, model=None, out_dir=out_dir, settings=settings))
+    path = run(
+        fetch_speech(text="Hi.", provider=None, voice=None, model=None, out_dir=out_dir, settings=settings)
+    )
     [req] = fake_elevenlabs.requests
     assert req.path == "/v1/text-to-speech/21m00Tcm4TlvDq8ikWAM"
     assert req.json()["model_id"] == "eleven_multilingual_v2"
@@ -78,7 +85,9 @@ def test_busy_until_retries_run_out(fake_elevenlabs, make_settings, out_dir):
 
 
 def test_long_text_split_under_model_limit_with_context(fake_elevenlabs, make_settings, out_dir):
-    text = " ".join(f"Paragraph sentence {i} carries some words to make the text long enough." for i in range(300))
+    text = " ".join(
+        f"Paragraph sentence {i} carries some words to make the text long enough." for i in range(300)
+    )
     assert len(text) > 20_000
     path = speak(make_settings(fake_elevenlabs), out_dir, text=text)  # multilingual v2: 10,000 chars
     bodies = [r.json() for r in fake_elevenlabs.requests]

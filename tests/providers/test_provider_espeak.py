@@ -17,8 +17,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def samples(path: Path, rate: int = 16000) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
-                         check=True, capture_output=True, timeout=30).stdout
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
     return np.frombuffer(raw, dtype="<f4")
 
 
@@ -27,8 +31,16 @@ def rms_db(x: np.ndarray) -> float:
 
 
 def test_default_without_keys_is_espeak_and_it_speaks(make_settings, out_dir):
-    path = run(fetch_speech(text="The quick brown fox jumps over the lazy dog.", provider=None, voice=None,
-                            model=None, out_dir=out_dir, settings=make_settings()))
+    path = run(
+        fetch_speech(
+            text="The quick brown fox jumps over the lazy dog.",
+            provider=None,
+            voice=None,
+            model=None,
+            out_dir=out_dir,
+            settings=make_settings(),
+        )
+    )
     assert path.parent == out_dir and "espeak" in path.name
     assert run(probe(path)).duration > 0.5
     x = samples(path)
@@ -41,26 +53,63 @@ def test_default_without_keys_is_espeak_and_it_speaks(make_settings, out_dir):
 
 def test_speed_changes_duration(make_settings, out_dir):
     text = "Speaking faster makes the same sentence shorter."
-    slow = run(fetch_speech(text=text, provider="espeak", voice="en-gb", model=None, speed=0.75, out_dir=out_dir,
-                            settings=make_settings()))
-    fast = run(fetch_speech(text=text, provider="espeak", voice="en-gb", model=None, speed=1.5, out_dir=out_dir,
-                            settings=make_settings()))
+    slow = run(
+        fetch_speech(
+            text=text,
+            provider="espeak",
+            voice="en-gb",
+            model=None,
+            speed=0.75,
+            out_dir=out_dir,
+            settings=make_settings(),
+        )
+    )
+    fast = run(
+        fetch_speech(
+            text=text,
+            provider="espeak",
+            voice="en-gb",
+            model=None,
+            speed=1.5,
+            out_dir=out_dir,
+            settings=make_settings(),
+        )
+    )
     assert run(probe(slow)).duration > 1.5 * run(probe(fast)).duration
 
 
 def test_text_starting_with_dash_is_spoken_not_parsed(make_settings, out_dir):
-    path = run(fetch_speech(text="--help -v xx", provider="espeak", voice=None, model=None, out_dir=out_dir,
-                            settings=make_settings()))
+    path = run(
+        fetch_speech(
+            text="--help -v xx",
+            provider="espeak",
+            voice=None,
+            model=None,
+            out_dir=out_dir,
+            settings=make_settings(),
+        )
+    )
     assert run(probe(path)).duration > 0.3
 
 
 def test_long_text_split_and_joined(make_settings, out_dir, monkeypatch):
     monkeypatch.setattr(espeak, "MAX_CHARS", 60)
     text = "First sentence is here. Second sentence follows it. Third one ends the text."
-    path = run(fetch_speech(text=text, provider="espeak", voice=None, model=None, out_dir=out_dir,
-                            settings=make_settings()))
-    whole = run(fetch_speech(text=text, provider="espeak", voice=None, model=None, out_dir=out_dir / "one",
-                             settings=make_settings(join_crossfade_ms=0)))
+    path = run(
+        fetch_speech(
+            text=text, provider="espeak", voice=None, model=None, out_dir=out_dir, settings=make_settings()
+        )
+    )
+    whole = run(
+        fetch_speech(
+            text=text,
+            provider="espeak",
+            voice=None,
+            model=None,
+            out_dir=out_dir / "one",
+            settings=make_settings(join_crossfade_ms=0),
+        )
+    )
     assert path.suffix == ".flac"
     assert run(probe(path)).duration == pytest.approx(run(probe(whole)).duration, rel=0.25)
     assert [p.name for p in out_dir.iterdir() if p.is_file()] == [path.name]  # parts cleaned up
@@ -69,16 +118,31 @@ def test_long_text_split_and_joined(make_settings, out_dir, monkeypatch):
 @pytest.mark.parametrize("voice", ["no-such-voice", "../../etc/passwd"])
 def test_bad_voice_is_payload_error(make_settings, out_dir, voice):
     with pytest.raises(PayloadError, match="voice"):
-        run(fetch_speech(text="Hi.", provider="espeak", voice=voice, model=None, out_dir=out_dir,
-                         settings=make_settings()))
+        run(
+            fetch_speech(
+                text="Hi.",
+                provider="espeak",
+                voice=voice,
+                model=None,
+                out_dir=out_dir,
+                settings=make_settings(),
+            )
+        )
 
 
 def test_empty_text_and_unknown_provider(make_settings, out_dir):
     with pytest.raises(PayloadError, match="text"):
-        run(fetch_speech(text="  ", provider=None, voice=None, model=None, out_dir=out_dir, settings=make_settings()))
+        run(
+            fetch_speech(
+                text="  ", provider=None, voice=None, model=None, out_dir=out_dir, settings=make_settings()
+            )
+        )
     with pytest.raises(PayloadError, match="unknown speech provider 'polly'"):
-        run(fetch_speech(text="Hi", provider="polly", voice=None, model=None, out_dir=out_dir,
-                         settings=make_settings()))
+        run(
+            fetch_speech(
+                text="Hi", provider="polly", voice=None, model=None, out_dir=out_dir, settings=make_settings()
+            )
+        )
 
 
 def test_speech_survives_a_mix_with_music(make_settings, out_dir):
@@ -86,13 +150,36 @@ def test_speech_survives_a_mix_with_music(make_settings, out_dir):
     from worker.providers import fetch_music
 
     settings = make_settings()
-    speech = run(fetch_speech(text="This voice sits on top of the music bed.", provider=None, voice=None,
-                              model=None, out_dir=out_dir, settings=settings))
-    music = run(fetch_music(provider=None, prompt="calm pad", seconds=4, seed=1, out_dir=out_dir, settings=settings))
+    speech = run(
+        fetch_speech(
+            text="This voice sits on top of the music bed.",
+            provider=None,
+            voice=None,
+            model=None,
+            out_dir=out_dir,
+            settings=settings,
+        )
+    )
+    music = run(
+        fetch_music(provider=None, prompt="calm pad", seconds=4, seed=1, out_dir=out_dir, settings=settings)
+    )
     mixed = out_dir / "mix.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(speech), "-i", str(music), "-filter_complex",
-                    "[1:a]volume=0.3[m];[0:a][m]amix=inputs=2:duration=longest:normalize=0", str(mixed)],
-                   check=True, timeout=30)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(speech),
+            "-i",
+            str(music),
+            "-filter_complex",
+            "[1:a]volume=0.3[m];[0:a][m]amix=inputs=2:duration=longest:normalize=0",
+            str(mixed),
+        ],
+        check=True,
+        timeout=30,
+    )
     s, m, x = samples(speech), samples(music), samples(mixed)
     n = min(len(s), len(x))
     # the mix minus the (scaled) music is the speech: correlation with the speech is high

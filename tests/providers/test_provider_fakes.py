@@ -20,15 +20,20 @@ def test_fake_lifecycle_env_always_and_wait():
         fake.script(Reply(418, b"teapot", content_type="text/plain"))
         url = f"{fake.url}/v1/audio/speech"
         statuses: list[int] = []
-        client = threading.Timer(0.1, lambda: statuses.extend(httpx.post(url, json={}).status_code for _ in range(3)))
+        client = threading.Timer(
+            0.1, lambda: statuses.extend(httpx.post(url, json={}).status_code for _ in range(3))
+        )
         client.start()
         reqs = fake.wait_for_requests(3, timeout=5)
         assert [r.path for r in reqs] == ["/v1/audio/speech"] * 3
         client.join(10)
         assert statuses == [418, 503, 503]
         fake.always(None)
-        ok = httpx.post(url, json={"model": "tts-1", "input": "x", "voice": "alloy"},
-                        headers={"Authorization": "Bearer sk-e2e"})
+        ok = httpx.post(
+            url,
+            json={"model": "tts-1", "input": "x", "voice": "alloy"},
+            headers={"Authorization": "Bearer sk-e2e"},
+        )
         assert ok.status_code == 200 and ok.headers["content-type"] == "audio/mpeg" and len(ok.content) > 500
         with pytest.raises(TimeoutError):
             fake.wait_for_requests(10, timeout=0.1)

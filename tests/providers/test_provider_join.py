@@ -17,14 +17,33 @@ RATE = 24000
 
 
 def tone(path: Path, expr: str, seconds: float) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"aevalsrc='{expr}':s={RATE}:d={seconds}",
-                    "-c:a", "pcm_s16le", str(path)], check=True, timeout=30)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"aevalsrc='{expr}':s={RATE}:d={seconds}",
+            "-c:a",
+            "pcm_s16le",
+            str(path),
+        ],
+        check=True,
+        timeout=30,
+    )
     return path
 
 
 def samples(path: Path) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(RATE), "-"],
-                         check=True, capture_output=True, timeout=30).stdout
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(RATE), "-"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
     return np.frombuffer(raw, dtype="<f4")
 
 
@@ -32,7 +51,10 @@ def samples(path: Path) -> np.ndarray:
 def step_parts(tmp_path: Path) -> list[Path]:
     # part A ends at -0.8 (3/4 of a cycle), part B starts at +0.8: butt-joined, that is a 1.6 step
     d = (132 + 0.75) / 440
-    return [tone(tmp_path / "a.wav", "0.8*sin(2*PI*440*t)", d), tone(tmp_path / "b.wav", "0.8*cos(2*PI*440*t)", 0.3)]
+    return [
+        tone(tmp_path / "a.wav", "0.8*sin(2*PI*440*t)", d),
+        tone(tmp_path / "b.wav", "0.8*cos(2*PI*440*t)", 0.3),
+    ]
 
 
 def test_crossfade_removes_the_click(step_parts, tmp_path):
@@ -54,7 +76,10 @@ def test_duration_is_the_sum_minus_the_overlaps(step_parts, tmp_path):
 def test_mixed_rates_and_channels_join(tmp_path):
     a = tone(tmp_path / "a.wav", "0.3*sin(2*PI*300*t)", 0.4)
     b = tmp_path / "b.wav"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=500:r=44100:d=0.4", "-ac", "2", str(b)],
-                   check=True, timeout=30)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=f=500:r=44100:d=0.4", "-ac", "2", str(b)],
+        check=True,
+        timeout=30,
+    )
     info = run(probe(run(join_parts([a, b], tmp_path / "j.flac"))))
     assert (info.sample_rate, info.channels) == (RATE, 1) and info.duration == pytest.approx(0.785, abs=0.01)

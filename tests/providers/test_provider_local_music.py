@@ -13,8 +13,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def pad(settings, out_dir, prompt="rainy night", seconds=3.0, seed=1):  # type: ignore[no-untyped-def]
-    return run(fetch_music(provider=None, prompt=prompt, seconds=seconds, seed=seed, out_dir=out_dir,
-                           settings=settings))
+    return run(
+        fetch_music(
+            provider=None, prompt=prompt, seconds=seconds, seed=seed, out_dir=out_dir, settings=settings
+        )
+    )
 
 
 def test_default_without_key_is_local_and_deterministic(make_settings, tmp_path):
@@ -32,4 +35,8 @@ def test_bad_input(make_settings, out_dir):
     with pytest.raises(PayloadError, match="seconds"):
         pad(make_settings(), out_dir, seconds=0)
     with pytest.raises(PayloadError, match="unknown music provider"):
-        run(fetch_music(provider="suno", prompt="x", seconds=1, seed=None, out_dir=out_dir, settings=make_settings()))
+        run(
+            fetch_music(
+                provider="suno", prompt="x", seconds=1, seed=None, out_dir=out_dir, settings=make_settings()
+            )
+        )

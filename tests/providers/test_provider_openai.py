@@ -30,15 +30,29 @@ def test_sends_the_documented_request_and_returns_audio(fake_openai, make_settin
     assert (req.method, req.path) == ("POST", "/v1/audio/speech")
     assert req.headers["authorization"] == f"Bearer {fake_openai.api_key}"
     assert req.headers["content-type"] == "application/json"
-    assert req.json() == {"model": "tts-1-hd", "input": "Hello from the audio worker.", "voice": "nova",
-                          "response_format": "mp3", "speed": 1.25}
+    assert req.json() == {
+        "model": "tts-1-hd",
+        "input": "Hello from the audio worker.",
+        "voice": "nova",
+        "response_format": "mp3",
+        "speed": 1.25,
+    }
 
 
 def test_defaults_and_key_selects_openai(fake_openai, make_settings, out_dir):
     settings = make_settings(fake_openai)
-    run(fetch_speech(text="Default voice.", provider=None, voice=None, model=None, out_dir=out_dir, settings=settings))
+    run(
+        fetch_speech(
+            text="Default voice.", provider=None, voice=None, model=None, out_dir=out_dir, settings=settings
+        )
+    )
     assert fake_openai.requests[0].json() | {"input": None} == {
-        "model": "tts-1", "input": None, "voice": "alloy", "response_format": "mp3", "speed": 1.0}
+        "model": "tts-1",
+        "input": None,
+        "voice": "alloy",
+        "response_format": "mp3",
+        "speed": 1.0,
+    }
 
 
 def test_second_identical_call_makes_no_request(fake_openai, make_settings, out_dir, tmp_path):
@@ -151,7 +165,9 @@ def test_missing_key_for_explicit_provider(make_settings, out_dir):
 
 def test_whole_request_deadline(fake_openai, make_settings, out_dir):
     fake_openai.script(*[Reply(200, delay=1.0)] * 2)
-    settings = make_settings(fake_openai, provider_read_timeout_s=5, provider_total_timeout_s=0.2, max_retries=1)
+    settings = make_settings(
+        fake_openai, provider_read_timeout_s=5, provider_total_timeout_s=0.2, max_retries=1
+    )
     with pytest.raises(RetryableError, match="timed out after 0.2s in total"):
         speak(settings, out_dir)
 

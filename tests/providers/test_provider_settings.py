@@ -36,9 +36,17 @@ def test_elevenlabs_key_selects_elevenlabs_and_explicit_setting_wins(monkeypatch
     assert resolve_speech_provider(None, ProviderSettings()) == "espeak"
 
 
-@pytest.mark.parametrize(("var", "value"), [("MAX_RETRIES", "11"), ("MAX_RETRIES", "-1"), ("RETRY_DELAY_MS", "-5"),
-                                            ("OPENAI_BASE_URL", "ftp://x"), ("ELEVENLABS_OUTPUT_FORMAT", "pcm_16000"),
-                                            ("SPEECH_PROVIDER", "polly")])
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("MAX_RETRIES", "11"),
+        ("MAX_RETRIES", "-1"),
+        ("RETRY_DELAY_MS", "-5"),
+        ("OPENAI_BASE_URL", "ftp://x"),
+        ("ELEVENLABS_OUTPUT_FORMAT", "pcm_16000"),
+        ("SPEECH_PROVIDER", "polly"),
+    ],
+)
 def test_out_of_range_values_are_rejected(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError):

@@ -14,9 +14,14 @@ from worker.providers.stability import endpoint
 pytestmark = pytest.mark.timeout(60)
 
 
-def compose(settings, out_dir, prompt="warm analog synth pad, slow", seconds=12.5, seed=42, provider="stability"):  # type: ignore[no-untyped-def]
-    return run(fetch_music(provider=provider, prompt=prompt, seconds=seconds, seed=seed, out_dir=out_dir,
-                           settings=settings))
+def compose(
+    settings, out_dir, prompt="warm analog synth pad, slow", seconds=12.5, seed=42, provider="stability"
+):  # type: ignore[no-untyped-def]
+    return run(
+        fetch_music(
+            provider=provider, prompt=prompt, seconds=seconds, seed=seed, out_dir=out_dir, settings=settings
+        )
+    )
 
 
 def test_sends_multipart_form_with_accept_audio(fake_stability, make_settings, out_dir):
@@ -28,17 +33,30 @@ def test_sends_multipart_form_with_accept_audio(fake_stability, make_settings, o
     assert req.headers["authorization"] == f"Bearer {fake_stability.api_key}"
     assert req.headers["accept"] == "audio/*"
     assert req.headers["content-type"].startswith("multipart/form-data; boundary=")
-    assert req.form() == {"prompt": "warm analog synth pad, slow", "duration": "13", "output_format": "mp3",
-                          "seed": "42", "steps": "50", "cfg_scale": "7"}
+    assert req.form() == {
+        "prompt": "warm analog synth pad, slow",
+        "duration": "13",
+        "output_format": "mp3",
+        "seed": "42",
+        "steps": "50",
+        "cfg_scale": "7",
+    }
 
 
 def test_unset_steps_and_cfg_are_not_sent_and_no_seed_is_zero(fake_stability, make_settings, out_dir):
     compose(make_settings(fake_stability, stable_audio_output_format="wav"), out_dir, seed=None)
     form = fake_stability.requests[0].form()
-    assert form == {"prompt": "warm analog synth pad, slow", "duration": "13", "output_format": "wav", "seed": "0"}
+    assert form == {
+        "prompt": "warm analog synth pad, slow",
+        "duration": "13",
+        "output_format": "wav",
+        "seed": "0",
+    }
 
 
-def test_key_selects_stability_by_default_and_cache_prevents_second_payment(fake_stability, make_settings, out_dir):
+def test_key_selects_stability_by_default_and_cache_prevents_second_payment(
+    fake_stability, make_settings, out_dir
+):
     settings = make_settings(fake_stability)
     first = compose(settings, out_dir, provider=None)
     second = compose(settings, out_dir, provider=None)
@@ -50,9 +68,15 @@ def test_key_selects_stability_by_default_and_cache_prevents_second_payment(fake
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("https://api.stability.ai/v2beta/stable-audio", "https://api.stability.ai/v2beta/audio/stable-audio-2/text-to-audio"),
+        (
+            "https://api.stability.ai/v2beta/stable-audio",
+            "https://api.stability.ai/v2beta/audio/stable-audio-2/text-to-audio",
+        ),
         ("https://api.stability.ai", "https://api.stability.ai/v2beta/audio/stable-audio-2/text-to-audio"),
-        ("https://proxy.example/stability/", "https://proxy.example/stability/v2beta/audio/stable-audio-2/text-to-audio"),
+        (
+            "https://proxy.example/stability/",
+            "https://proxy.example/stability/v2beta/audio/stable-audio-2/text-to-audio",
+        ),
         ("http://127.0.0.1:9/custom/text-to-audio", "http://127.0.0.1:9/custom/text-to-audio"),
     ],
 )
@@ -82,13 +106,17 @@ def test_permanent_errors_carry_stability_message(fake_stability, make_settings,
 
 
 def test_bad_request_lists_errors(fake_stability, make_settings, out_dir):
-    fake_stability.script(Reply(400, {"id": "x", "name": "bad_request", "errors": ["duration: too long", "seed: bad"]}))
+    fake_stability.script(
+        Reply(400, {"id": "x", "name": "bad_request", "errors": ["duration: too long", "seed: bad"]})
+    )
     with pytest.raises(PermanentError, match="bad_request: duration: too long; seed: bad"):
         compose(make_settings(fake_stability), out_dir)
 
 
 def test_filtered_output_is_permanent(fake_stability, make_settings, out_dir):
-    fake_stability.script(Reply(200, headers={"finish-reason": "CONTENT_FILTERED"}, content_type="audio/mpeg"))
+    fake_stability.script(
+        Reply(200, headers={"finish-reason": "CONTENT_FILTERED"}, content_type="audio/mpeg")
+    )
     with pytest.raises(PermanentError, match="CONTENT_FILTERED"):
         compose(make_settings(fake_stability), out_dir)
 

@@ -46,8 +46,14 @@ def test_parts_respect_limit_and_keep_every_character(text, limit):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.text(alphabet="abcdefgh ", min_size=1, max_size=30).map(str.strip).filter(bool), min_size=1,
-                max_size=30), st.integers(35, 200))
+@given(
+    st.lists(
+        st.text(alphabet="abcdefgh ", min_size=1, max_size=30).map(str.strip).filter(bool),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(35, 200),
+)
 def test_sentences_shorter_than_limit_are_never_cut(words, limit):
     sentences = [f"{w}." for w in words]
     parts = split_text(" ".join(sentences), limit)

@@ -12,18 +12,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run_worker(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker", "run"], cwd=REPO, env={"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.handlers:noop", **env},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "worker", "run"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.queue.handlers:noop", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-@pytest.mark.parametrize(("var", "value", "rule"), [
-    ("MAX_CONCURRENT_JOBS", "11", "MAX_CONCURRENT_JOBS: must be less than or equal to 10"),
-    ("MAX_CONCURRENT_JOBS", "two", "MAX_CONCURRENT_JOBS: must be a valid integer"),
-    ("POLL_INTERVAL_MS", "500", "POLL_INTERVAL_MS: must be greater than or equal to 1000"),
-    ("JOB_TIMEOUT_MS", "9999", "JOB_TIMEOUT_MS: must be greater than or equal to 10000"),
-    ("MAX_RETRIES", "11", "MAX_RETRIES: must be less than or equal to 10"),
-    ("LOG_LEVEL", "loud", "LOG_LEVEL: must be 'trace', 'debug', 'info'"),
-])
+@pytest.mark.parametrize(
+    ("var", "value", "rule"),
+    [
+        ("MAX_CONCURRENT_JOBS", "11", "MAX_CONCURRENT_JOBS: must be less than or equal to 10"),
+        ("MAX_CONCURRENT_JOBS", "two", "MAX_CONCURRENT_JOBS: must be a valid integer"),
+        ("POLL_INTERVAL_MS", "500", "POLL_INTERVAL_MS: must be greater than or equal to 1000"),
+        ("JOB_TIMEOUT_MS", "9999", "JOB_TIMEOUT_MS: must be greater than or equal to 10000"),
+        ("MAX_RETRIES", "11", "MAX_RETRIES: must be less than or equal to 10"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL: must be 'trace', 'debug', 'info'"),
+    ],
+)
 def test_invalid_setting_exits_naming_variable_and_rule(var, value, rule):
     out = run_worker({"DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db", var: value})
     assert out.returncode != 0

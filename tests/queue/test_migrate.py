@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from worker.db.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate
+from worker.queue.db.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,9 +24,10 @@ def empty_db(pg):
 
 
 def run_cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.handlers:noop", **env_extra}
-    return subprocess.run([sys.executable, "-m", "worker", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    env = {"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.queue.handlers:noop", **env_extra}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_migrate_applies_once_and_records_checksums(empty_db):
@@ -36,7 +37,9 @@ def test_migrate_applies_once_and_records_checksums(empty_db):
     again = run_cli("migrate", env_extra={"DATABASE_URL": empty_db})
     assert again.returncode == 0 and "schema up to date" in again.stdout and "applied" not in again.stdout
     with psycopg.connect(empty_db) as conn:
-        rows = conn.execute("select version, checksum from audio_queue.schema_migrations order by 1").fetchall()
+        rows = conn.execute(
+            "select version, checksum from audio_queue.schema_migrations order by 1"
+        ).fetchall()
     assert [(v, c) for v, c in rows] == [(m.version, m.checksum) for m in discover()]
 
 
@@ -46,7 +49,9 @@ def test_a_changed_landed_migration_stops_the_run(empty_db, tmp_path):
     migrate(empty_db, mdir, log=lambda _m: None)
     target = sorted(mdir.glob("*.sql"))[0]
     target.write_text(target.read_text() + "\n-- an innocent-looking edit\n")
-    (mdir / f"{len(list(mdir.glob('*.sql'))) + 1:04d}_later.sql").write_text("create table audio_queue.later (x int);")
+    (mdir / f"{len(list(mdir.glob('*.sql'))) + 1:04d}_later.sql").write_text(
+        "create table audio_queue.later (x int);"
+    )
     with pytest.raises(MigrationError, match=f"{target.name} changed after it was applied"):
         migrate(empty_db, mdir, log=lambda _m: None)
     with psycopg.connect(empty_db) as conn:  # nothing after the refusal was applied
@@ -60,7 +65,7 @@ def test_many_dynos_migrating_at_once_apply_each_file_once(empty_db):
     def go():
         try:
             applied.append(migrate(empty_db, log=lambda _m: None))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=go) for _ in range(6)]
@@ -80,12 +85,21 @@ def test_files_apply_with_plain_psql_and_the_runner_adopts_them(empty_db):
     if not psql:
         pytest.skip("psql is not installed")
     for m in discover():
-        out = subprocess.run([psql, empty_db, "-v", "ON_ERROR_STOP=1", "-1", "-q", "-f", str(m.path)],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [psql, empty_db, "-v", "ON_ERROR_STOP=1", "-1", "-q", "-f", str(m.path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
     assert migrate(empty_db, log=lambda _m: None) == []
     with psycopg.connect(empty_db) as conn:
-        assert conn.execute("select count(*) from audio_queue.schema_migrations where checksum is null").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "select count(*) from audio_queue.schema_migrations where checksum is null"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 def test_worker_refuses_to_start_on_an_unmigrated_database(empty_db):
@@ -99,7 +113,9 @@ def test_worker_refuses_to_start_on_an_older_schema(empty_db, tmp_path):
     shutil.copytree(MIGRATIONS_DIR, mdir)
     migrate(empty_db, mdir, log=lambda _m: None)
     with psycopg.connect(empty_db, autocommit=True) as conn:  # pretend the newest migration is missing
-        conn.execute("delete from audio_queue.schema_migrations where version = (select max(version) from audio_queue.schema_migrations)")
+        conn.execute(
+            "delete from audio_queue.schema_migrations where version = (select max(version) from audio_queue.schema_migrations)"
+        )
     out = run_cli("run", env_extra={"DATABASE_URL": empty_db})
     assert out.returncode == 1
     need = discover()[-1].version
@@ -120,11 +136,17 @@ def test_on_supabase_the_api_roles_get_nothing_and_service_role_may_use_the_queu
             c.execute("alter default privileges grant execute on functions to anon, authenticated")
         migrate(url, log=lambda _m: None)
         with psycopg.connect(url, autocommit=True) as c:
+
             def can(role: str, fn: str) -> bool:
                 return c.execute("select has_function_privilege(%s, %s, 'execute')", (role, fn)).fetchone()[0]
-            functions = [r[0] for r in c.execute(
-                "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
-                "where n.nspname = 'audio_queue' and p.prokind = 'f' and p.prorettype <> 'trigger'::regtype")]
+
+            functions = [
+                r[0]
+                for r in c.execute(
+                    "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+                    "where n.nspname = 'audio_queue' and p.prokind = 'f' and p.prorettype <> 'trigger'::regtype"
+                )
+            ]
             assert len(functions) >= 10
             for fn in functions:
                 assert not can("anon", fn) and not can("authenticated", fn), fn
@@ -144,18 +166,26 @@ def test_a_database_migrated_with_the_first_revision_of_0001_is_upgraded(empty_d
     with psycopg.connect(empty_db, autocommit=True) as conn:  # the state the first revision left
         conn.execute(first.sql.encode())
         conn.execute("drop procedure audio_queue.apply_privileges()")
-        conn.execute("update audio_queue.schema_migrations set checksum = %s where version = 1",
-                     ("abcfc4c2015834af9dcb43fee2a3e668699b82504f15e59a5e3032ed972a2bab",))
+        conn.execute(
+            "update audio_queue.schema_migrations set checksum = %s where version = 1",
+            ("abcfc4c2015834af9dcb43fee2a3e668699b82504f15e59a5e3032ed972a2bab",),
+        )
     logs: list[str] = []
     applied = migrate(empty_db, log=logs.append)
 
     assert applied[0] == "0001_queue_core.abcfc4c20158" and applied[1:] == [m.name for m in discover()[1:]]
     assert logs[0].startswith("upgraded 0001_queue_core.sql from its earlier revision abcfc4c20158")
     with psycopg.connect(empty_db) as conn:
-        rows = conn.execute("select version, checksum from audio_queue.schema_migrations order by 1").fetchall()
-        assert conn.execute("select to_regprocedure('audio_queue.apply_privileges()')").fetchone()[0] is not None
-        public_can = conn.execute("select has_function_privilege('public', "
-                                  "'audio_queue.complete_jobs(uuid[], uuid[], jsonb[])', 'execute')").fetchone()[0]
+        rows = conn.execute(
+            "select version, checksum from audio_queue.schema_migrations order by 1"
+        ).fetchall()
+        assert (
+            conn.execute("select to_regprocedure('audio_queue.apply_privileges()')").fetchone()[0] is not None
+        )
+        public_can = conn.execute(
+            "select has_function_privilege('public', "
+            "'audio_queue.complete_jobs(uuid[], uuid[], jsonb[])', 'execute')"
+        ).fetchone()[0]
     assert [(v, c) for v, c in rows] == [(m.version, m.checksum) for m in discover()]
     assert public_can is False
     assert migrate(empty_db, log=lambda _m: None) == []

@@ -16,8 +16,13 @@ M2, P2 = {"bucket": "masters", "key": "b.wav"}, {"bucket": "previews", "key": "b
 
 
 def record(conn, row, objects, lease=None) -> bool:
-    return scalar(conn, "select audio_queue.record_objects(%s, %s, %s)", row["id"],
-                  lease or row["lease_id"], Jsonb(objects))
+    return scalar(
+        conn,
+        "select audio_queue.record_objects(%s, %s, %s)",
+        row["id"],
+        lease or row["lease_id"],
+        Jsonb(objects),
+    )
 
 
 def pending(conn, jid) -> list[dict]:
@@ -25,8 +30,10 @@ def pending(conn, jid) -> list[dict]:
 
 
 def orphaned(conn) -> dict:
-    return {r[0]: (r[1], sorted(r[2], key=lambda o: (o["bucket"], o["key"])))
-            for r in conn.execute("select * from audio_queue.orphaned_objects()").fetchall()}
+    return {
+        r[0]: (r[1], sorted(r[2], key=lambda o: (o["bucket"], o["key"])))
+        for r in conn.execute("select * from audio_queue.orphaned_objects()").fetchall()
+    }
 
 
 def test_record_is_fenced_by_the_lease_and_deduplicates(conn):
@@ -41,7 +48,9 @@ def test_record_is_fenced_by_the_lease_and_deduplicates(conn):
     assert pending(conn, jid) == [M1, P1]
 
 
-@pytest.mark.parametrize("bad", [{"bucket": "b", "key": "k"}, [{"bucket": "b"}], [{"bucket": 1, "key": "k"}], ["x"]])
+@pytest.mark.parametrize(
+    "bad", [{"bucket": "b", "key": "k"}, [{"bucket": "b"}], [{"bucket": 1, "key": "k"}], ["x"]]
+)
 def test_record_rejects_malformed_lists(conn, bad):
     enqueue(conn)
     (row,) = claim(conn)
@@ -53,7 +62,9 @@ def test_the_next_claim_carries_a_dead_attempts_objects_and_forget_takes_them_of
     jid = enqueue(conn)
     (row,) = claim(conn, lease=1)
     record(conn, row, [M1, P1])
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (jid,))
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (jid,)
+    )
     assert scalar(conn, "select audio_queue.reset_stuck_jobs()") == 1
     (again,) = claim(conn, "w2")
     assert sorted(again["pending_objects"], key=lambda o: o["bucket"]) == [M1, P1]
@@ -68,7 +79,9 @@ def test_completion_keeps_the_results_objects_and_leaves_the_rest_for_the_sweepe
     (row,) = claim(conn)
     record(conn, row, [M1, P1, M2, P2])  # say M1/P1 are a dead attempt's that could not be deleted
     result = {"wav_url": "u", "master": {**M2, "size": 1}, "preview": {**P2, "url": "v"}}
-    assert scalar(conn, "select audio_queue.complete_job(%s, %s, null, %s)", jid, Jsonb(result), row["lease_id"])
+    assert scalar(
+        conn, "select audio_queue.complete_job(%s, %s, null, %s)", jid, Jsonb(result), row["lease_id"]
+    )
     assert job(conn, jid)["status"] == "completed"
     assert pending(conn, jid) == [M1, P1]
     assert orphaned(conn) == {jid: ("completed", [M1, P1])}
@@ -78,8 +91,13 @@ def test_batch_completion_keeps_the_results_objects(conn):
     jid = enqueue(conn)
     (row,) = claim(conn)
     record(conn, row, [M1, P1])
-    ok = scalar(conn, "select audio_queue.complete_jobs(%s, %s, %s::jsonb[])", [jid], [row["lease_id"]],
-                [Jsonb({"master": M1, "preview": P1})])
+    ok = scalar(
+        conn,
+        "select audio_queue.complete_jobs(%s, %s, %s::jsonb[])",
+        [jid],
+        [row["lease_id"]],
+        [Jsonb({"master": M1, "preview": P1})],
+    )
     assert ok == [True] and pending(conn, jid) == [] and orphaned(conn) == {}
 
 
@@ -89,8 +107,15 @@ def test_failed_and_cancelled_jobs_with_objects_are_listed_for_the_sweeper_runni
     for jid, objects in ((failed, [M1]), (cancelled, [P1]), (running, [M2])):
         record(conn, rows[jid], objects)
     scalar(conn, "select audio_queue.cancel_job(%s)", cancelled)
-    scalar(conn, "select audio_queue.complete_job(%s, null, 'boom', %s, true)", cancelled, rows[cancelled]["lease_id"])
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (failed,))
+    scalar(
+        conn,
+        "select audio_queue.complete_job(%s, null, 'boom', %s, true)",
+        cancelled,
+        rows[cancelled]["lease_id"],
+    )
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (failed,)
+    )
     scalar(conn, "select audio_queue.reset_stuck_jobs()")
     assert job(conn, failed)["status"] == "failed" and job(conn, cancelled)["status"] == "cancelled"
     assert orphaned(conn) == {failed: ("failed", [M1]), cancelled: ("cancelled", [P1])}
@@ -102,7 +127,12 @@ def test_purge_keeps_finished_jobs_that_still_list_objects(conn):
     jid = enqueue(conn)
     (row,) = claim(conn)
     assert record(conn, row, [M1])
-    scalar(conn, "select audio_queue.complete_job(%s, null, 'storage down during cleanup', %s)", jid, row["lease_id"])
+    scalar(
+        conn,
+        "select audio_queue.complete_job(%s, null, 'storage down during cleanup', %s)",
+        jid,
+        row["lease_id"],
+    )
     clean = enqueue(conn)
     (row2,) = claim(conn)
     scalar(conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", clean, row2["lease_id"])

@@ -21,7 +21,9 @@ def enqueue(conn, payload=None, **kw) -> uuid.UUID:
 
 def claim(conn, worker="w1", limit=1, lease=600) -> list[dict]:
     cur = conn.cursor(row_factory=dict_row)
-    return cur.execute("select * from audio_queue.get_next_pending_job(%s, %s, %s)", (worker, limit, lease)).fetchall()
+    return cur.execute(
+        "select * from audio_queue.get_next_pending_job(%s, %s, %s)", (worker, limit, lease)
+    ).fetchall()
 
 
 def test_enqueue_then_claim_sets_processing_with_a_fresh_lease(conn):
@@ -42,14 +44,26 @@ def test_enqueue_then_claim_sets_processing_with_a_fresh_lease(conn):
 def test_old_apps_calls_keep_working(conn):
     """get_next_pending_job() with no arguments and the 3-argument complete_job."""
     jid = enqueue(conn, {"prompt": "rain"})
-    row = conn.cursor(row_factory=dict_row).execute("select * from audio_queue.get_next_pending_job()").fetchone()
+    row = (
+        conn.cursor(row_factory=dict_row)
+        .execute("select * from audio_queue.get_next_pending_job()")
+        .fetchone()
+    )
     assert row["id"] == jid and row["locked_by"] == "anonymous"
-    ok = scalar(conn, "select audio_queue.complete_job(%s, %s::jsonb, null)", jid,
-                json.dumps({"wav_url": "https://x/a.wav", "mp3_url": "https://x/a.mp3"}))
+    ok = scalar(
+        conn,
+        "select audio_queue.complete_job(%s, %s::jsonb, null)",
+        jid,
+        json.dumps({"wav_url": "https://x/a.wav", "mp3_url": "https://x/a.mp3"}),
+    )
     assert ok is True
     done = job(conn, jid)
     assert done["status"] == "completed"
-    assert (done["wav_url"], done["mp3_url"], done["result_url"]) == ("https://x/a.wav", "https://x/a.mp3", "https://x/a.mp3")
+    assert (done["wav_url"], done["mp3_url"], done["result_url"]) == (
+        "https://x/a.wav",
+        "https://x/a.mp3",
+        "https://x/a.mp3",
+    )
     assert done["progress"] == 100 and done["completed_at"] is not None
 
 
@@ -112,7 +126,9 @@ def test_idempotency_under_concurrent_enqueues(db_url):
 def test_enqueue_rejects_bad_arguments_with_a_clear_message(conn):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="p_payload must be a JSON object"):
         conn.execute("select audio_queue.enqueue_job('[1,2]'::jsonb)")
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="p_max_attempts must be between 1 and 100"):
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match="p_max_attempts must be between 1 and 100"
+    ):
         conn.execute("select audio_queue.enqueue_job('{}'::jsonb, p_max_attempts => 0)")
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="p_limit must be between 1 and 1000"):
         conn.execute("select * from audio_queue.get_next_pending_job('w', 0)")
@@ -121,18 +137,37 @@ def test_enqueue_rejects_bad_arguments_with_a_clear_message(conn):
 def test_stale_lease_cannot_complete_a_reclaimed_job(conn):
     jid = enqueue(conn, {})
     (first,) = claim(conn, "a", lease=1)
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (jid,))
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (jid,)
+    )
     assert scalar(conn, "select audio_queue.reset_stuck_jobs()") == 1
     (second,) = claim(conn, "b")
     assert second["id"] == jid and second["lease_id"] != first["lease_id"]
     # The first holder wakes up and tries to publish: refused, on every call.
-    assert scalar(conn, "select audio_queue.complete_job(%s, '{\"mp3_url\":\"stale\"}'::jsonb, null, %s)",
-                  jid, first["lease_id"]) is False
-    assert scalar(conn, "select audio_queue.update_job_progress(%s, 50, 'render', %s)", jid, first["lease_id"]) is False
+    assert (
+        scalar(
+            conn,
+            'select audio_queue.complete_job(%s, \'{"mp3_url":"stale"}\'::jsonb, null, %s)',
+            jid,
+            first["lease_id"],
+        )
+        is False
+    )
+    assert (
+        scalar(conn, "select audio_queue.update_job_progress(%s, 50, 'render', %s)", jid, first["lease_id"])
+        is False
+    )
     assert scalar(conn, "select audio_queue.release_job(%s, %s)", jid, first["lease_id"]) is False
     assert job(conn, jid)["status"] == "processing" and job(conn, jid)["mp3_url"] is None
-    assert scalar(conn, "select audio_queue.complete_job(%s, '{\"mp3_url\":\"fresh\"}'::jsonb, null, %s)",
-                  jid, second["lease_id"]) is True
+    assert (
+        scalar(
+            conn,
+            'select audio_queue.complete_job(%s, \'{"mp3_url":"fresh"}\'::jsonb, null, %s)',
+            jid,
+            second["lease_id"],
+        )
+        is True
+    )
     assert job(conn, jid)["mp3_url"] == "fresh"
 
 
@@ -140,15 +175,25 @@ def test_repeating_a_completion_whose_reply_was_lost_reports_success(conn):
     jid = enqueue(conn, {})
     (row,) = claim(conn)
     for _ in range(2):
-        assert scalar(conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", jid, row["lease_id"]) is True
-    assert scalar(conn, "select audio_queue.complete_job(%s, null, 'boom', %s)", jid, row["lease_id"]) is False
+        assert (
+            scalar(conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", jid, row["lease_id"])
+            is True
+        )
+    assert (
+        scalar(conn, "select audio_queue.complete_job(%s, null, 'boom', %s)", jid, row["lease_id"]) is False
+    )
 
 
 def test_progress_is_the_heartbeat(conn):
     jid = enqueue(conn, {})
     (row,) = claim(conn, lease=5)
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() + interval '1 second' where id = %s", (jid,))
-    assert scalar(conn, "select audio_queue.update_job_progress(%s, 140, 'render', %s)", jid, row["lease_id"]) is True
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() + interval '1 second' where id = %s", (jid,)
+    )
+    assert (
+        scalar(conn, "select audio_queue.update_job_progress(%s, 140, 'render', %s)", jid, row["lease_id"])
+        is True
+    )
     after = job(conn, jid)
     assert after["progress"] == 100 and after["stage"] == "render"  # clamped to 0-100
     assert (after["lease_expires_at"] - after["heartbeat_at"]).total_seconds() == pytest.approx(5, abs=0.5)
@@ -162,7 +207,9 @@ def test_retryable_error_goes_back_with_backoff_until_attempts_run_out(conn):
         conn.execute("update audio_queue.jobs set run_at = now() where id = %s", (jid,))
         (row,) = claim(conn)
         assert row["attempts"] == attempt
-        assert scalar(conn, "select audio_queue.complete_job(%s, null, 'provider 503', %s, true)", jid, row["lease_id"])
+        assert scalar(
+            conn, "select audio_queue.complete_job(%s, null, 'provider 503', %s, true)", jid, row["lease_id"]
+        )
         after = job(conn, jid)
         assert after["status"] == "pending" and after["last_error"] == "provider 503"
         delays.append((after["run_at"] - after["updated_at"]).total_seconds())
@@ -170,7 +217,12 @@ def test_retryable_error_goes_back_with_backoff_until_attempts_run_out(conn):
     assert 7.5 <= delays[1] <= 15  # doubled to 20, capped at 15, jittered
     conn.execute("update audio_queue.jobs set run_at = now() where id = %s", (jid,))
     (row,) = claim(conn)
-    scalar(conn, "select audio_queue.complete_job(%s, null, 'provider 503 again', %s, true)", jid, row["lease_id"])
+    scalar(
+        conn,
+        "select audio_queue.complete_job(%s, null, 'provider 503 again', %s, true)",
+        jid,
+        row["lease_id"],
+    )
     final = job(conn, jid)
     assert final["status"] == "failed" and final["error_message"] == "provider 503 again"
 
@@ -178,8 +230,12 @@ def test_retryable_error_goes_back_with_backoff_until_attempts_run_out(conn):
 def test_non_retryable_error_fails_at_once(conn):
     jid = enqueue(conn, {}, max_attempts=5)
     (row,) = claim(conn)
-    scalar(conn, "select audio_queue.complete_job(%s, null, 'invalid payload: layers[0].beat_hz: too high', %s)",
-           jid, row["lease_id"])
+    scalar(
+        conn,
+        "select audio_queue.complete_job(%s, null, 'invalid payload: layers[0].beat_hz: too high', %s)",
+        jid,
+        row["lease_id"],
+    )
     assert job(conn, jid)["status"] == "failed" and job(conn, jid)["attempts"] == 1
 
 
@@ -204,7 +260,10 @@ def test_cancel_processing_stops_at_next_heartbeat(conn):
     (row,) = claim(conn)
     assert scalar(conn, "select audio_queue.cancel_job(%s)", jid) is True
     assert job(conn, jid)["status"] == "processing"
-    assert scalar(conn, "select audio_queue.update_job_progress(%s, 10, null, %s)", jid, row["lease_id"]) is False
+    assert (
+        scalar(conn, "select audio_queue.update_job_progress(%s, 10, null, %s)", jid, row["lease_id"])
+        is False
+    )
     assert scalar(conn, "select audio_queue.release_job(%s, %s)", jid, row["lease_id"]) is True
     assert job(conn, jid)["status"] == "cancelled"
 
@@ -213,15 +272,22 @@ def test_completion_of_a_cancelled_job_is_refused(conn):
     jid = enqueue(conn, {})
     (row,) = claim(conn)
     scalar(conn, "select audio_queue.cancel_job(%s)", jid)
-    assert scalar(conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", jid, row["lease_id"]) is False
+    assert (
+        scalar(conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", jid, row["lease_id"])
+        is False
+    )
     assert job(conn, jid)["status"] == "cancelled"
 
 
 def test_reset_stuck_jobs_requeues_expired_and_stale_only(conn):
     expired, stale, healthy = enqueue(conn, {"n": 1}), enqueue(conn, {"n": 2}), enqueue(conn, {"n": 3})
     claim(conn, "dead-worker", limit=3)
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (expired,))
-    conn.execute("update audio_queue.jobs set heartbeat_at = now() - interval '11 minutes' where id = %s", (stale,))
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (expired,)
+    )
+    conn.execute(
+        "update audio_queue.jobs set heartbeat_at = now() - interval '11 minutes' where id = %s", (stale,)
+    )
     assert scalar(conn, "select audio_queue.reset_stuck_jobs()") == 2
     for jid in (expired, stale):
         row = job(conn, jid)
@@ -236,7 +302,9 @@ def test_a_poison_job_fails_after_the_rescue_limit(conn):
     jid = enqueue(conn, {}, max_attempts=100)
     for _ in range(3):
         claim(conn, "w")
-        conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
+        conn.execute(
+            "update audio_queue.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,)
+        )
         scalar(conn, "select audio_queue.reset_stuck_jobs()")
     row = job(conn, jid)
     assert row["status"] == "failed"
@@ -247,7 +315,9 @@ def test_a_poison_job_fails_after_the_rescue_limit(conn):
 def test_a_killed_job_out_of_attempts_fails(conn):
     jid = enqueue(conn, {}, max_attempts=1)
     claim(conn)
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,))
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() - interval '1 s' where id = %s", (jid,)
+    )
     scalar(conn, "select audio_queue.reset_stuck_jobs()")
     assert job(conn, jid)["status"] == "failed"
     assert "last of 1 attempts" in job(conn, jid)["error_message"]
@@ -278,10 +348,14 @@ def test_functions_are_not_executable_by_public_and_rls_is_on(conn, db_url):
                 other.execute("select audio_queue.enqueue_job('{}'::jsonb)")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 other.execute("select * from audio_queue.get_next_pending_job()")
-        assert scalar(conn, "select relrowsecurity from pg_class where oid = 'audio_queue.jobs'::regclass") is True
+        assert (
+            scalar(conn, "select relrowsecurity from pg_class where oid = 'audio_queue.jobs'::regclass")
+            is True
+        )
         configs = conn.execute(
             "select p.proname, p.proconfig from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
-            "where n.nspname = 'audio_queue'").fetchall()
+            "where n.nspname = 'audio_queue'"
+        ).fetchall()
         assert configs and all(cfg == ['search_path=""'] for _, cfg in configs), configs
     finally:
         conn.execute(f"revoke all on schema audio_queue from {role}")
@@ -292,9 +366,13 @@ def test_complete_jobs_batches_with_the_same_fencing(conn):
     ids = [enqueue(conn, {"i": i}) for i in range(3)]
     rows = {r["id"]: r for r in claim(conn, limit=3)}
     stale = uuid.uuid4()
-    oks = scalar(conn, "select audio_queue.complete_jobs(%s, %s, %s::jsonb[])", ids,
-                 [rows[ids[0]]["lease_id"], stale, rows[ids[2]]["lease_id"]],
-                 [json.dumps({"mp3_url": f"u{i}"}) for i in range(3)])
+    oks = scalar(
+        conn,
+        "select audio_queue.complete_jobs(%s, %s, %s::jsonb[])",
+        ids,
+        [rows[ids[0]]["lease_id"], stale, rows[ids[2]]["lease_id"]],
+        [json.dumps({"mp3_url": f"u{i}"}) for i in range(3)],
+    )
     assert oks == [True, False, True]
     assert [job(conn, i)["status"] for i in ids] == ["completed", "processing", "completed"]
     assert job(conn, ids[2])["mp3_url"] == "u2"

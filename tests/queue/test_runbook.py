@@ -48,7 +48,9 @@ def test_requeue_one_failed_job_by_id(db_url, conn):
     jid = make_failed(conn, "quota exhausted")
     other = make_failed(conn)
     assert "1" in psql(db_url, "requeue_failed.sql", job_id=f"'{jid}'")
-    row = conn.execute("select status, attempts, last_error from audio_queue.jobs where id = %s", (jid,)).fetchone()
+    row = conn.execute(
+        "select status, attempts, last_error from audio_queue.jobs where id = %s", (jid,)
+    ).fetchone()
     assert row == ("pending", 0, "requeued by hand after: quota exhausted")
     assert scalar(conn, "select status from audio_queue.jobs where id = %s", other) == "failed"
     psql(db_url, "requeue_failed.sql", since="'1 hour'")
@@ -79,7 +81,9 @@ def test_purge_keeps_recent_and_unfinished_jobs(db_url, conn):
     old = make_failed(conn)
     recent = make_failed(conn)
     waiting = scalar(conn, "select audio_queue.enqueue_job('{}'::jsonb)")
-    conn.execute("update audio_queue.jobs set completed_at = now() - interval '40 days' where id = %s", (old,))
+    conn.execute(
+        "update audio_queue.jobs set completed_at = now() - interval '40 days' where id = %s", (old,)
+    )
     psql(db_url, "purge_completed.sql")
     left = {str(r[0]) for r in conn.execute("select id from audio_queue.jobs")}
     assert left == {recent, str(waiting)}

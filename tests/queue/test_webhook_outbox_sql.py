@@ -16,18 +16,31 @@ from tests.queue.test_queue_sql import claim, enqueue, job, scalar
 
 
 def outbox(conn) -> list[dict]:
-    return conn.cursor(row_factory=dict_row).execute(
-        "select * from audio_queue.webhook_outbox order by id").fetchall()
+    return (
+        conn.cursor(row_factory=dict_row)
+        .execute("select * from audio_queue.webhook_outbox order by id")
+        .fetchall()
+    )
 
 
 def claim_notices(conn, worker="w1", limit=20, lease=60) -> list[dict]:
-    return conn.cursor(row_factory=dict_row).execute(
-        "select * from audio_queue.claim_webhook_notices(%s, %s, %s)", (worker, limit, lease)).fetchall()
+    return (
+        conn.cursor(row_factory=dict_row)
+        .execute("select * from audio_queue.claim_webhook_notices(%s, %s, %s)", (worker, limit, lease))
+        .fetchall()
+    )
 
 
 def complete(conn, jid, lease_id, result=None, error=None, retryable=False) -> bool:
-    return scalar(conn, "select audio_queue.complete_job(%s, %s::jsonb, %s, %s, %s)", jid,
-                  json.dumps(result) if result is not None else None, error, lease_id, retryable)
+    return scalar(
+        conn,
+        "select audio_queue.complete_job(%s, %s::jsonb, %s, %s, %s)",
+        jid,
+        json.dumps(result) if result is not None else None,
+        error,
+        lease_id,
+        retryable,
+    )
 
 
 def enable(conn) -> bool:
@@ -48,9 +61,13 @@ def test_enable_is_idempotent_and_every_kind_of_end_writes_one_notice(conn):
     done, failed, retried = enqueue(conn, track_id=uuid.uuid4()), enqueue(conn), enqueue(conn)
     rows = {r["id"]: r for r in claim(conn, limit=3)}
     cancelled = enqueue(conn)
-    assert complete(conn, done, rows[done]["lease_id"], {"wav_url": "https://x/a.wav", "mp3_url": "https://x/a.mp3"})
+    assert complete(
+        conn, done, rows[done]["lease_id"], {"wav_url": "https://x/a.wav", "mp3_url": "https://x/a.mp3"}
+    )
     assert complete(conn, failed, rows[failed]["lease_id"], error="boom")
-    assert complete(conn, retried, rows[retried]["lease_id"], error="again", retryable=True)  # pending: no end
+    assert complete(
+        conn, retried, rows[retried]["lease_id"], error="again", retryable=True
+    )  # pending: no end
     scalar(conn, "select audio_queue.cancel_job(%s)", cancelled)  # never claimed
     conn.execute("update audio_queue.jobs set progress = 50 where id = %s", (done,))  # not a status change
     by_job = {r["job_id"]: r for r in outbox(conn)}
@@ -58,7 +75,10 @@ def test_enable_is_idempotent_and_every_kind_of_end_writes_one_notice(conn):
     assert by_job[done]["status"] == "completed" and by_job[done]["wav_url"] == "https://x/a.wav"
     assert by_job[done]["result_url"] == "https://x/a.mp3" and by_job[done]["error"] is None
     assert (by_job[failed]["status"], by_job[failed]["error"]) == ("failed", "boom")
-    assert (by_job[cancelled]["status"], by_job[cancelled]["error"]) == ("cancelled", "cancelled before it started")
+    assert (by_job[cancelled]["status"], by_job[cancelled]["error"]) == (
+        "cancelled",
+        "cancelled before it started",
+    )
     assert len({r["delivery_id"] for r in by_job.values()}) == 3
     notices = {n["job_id"]: n for n in claim_notices(conn)}
     assert notices[done]["track_id"] == job(conn, done)["track_id"]
@@ -70,7 +90,9 @@ def test_reset_stuck_jobs_failing_a_job_writes_a_failed_notice(conn):
     enable(conn)
     jid = enqueue(conn, max_attempts=1)
     claim(conn, lease=1)
-    conn.execute("update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (jid,))
+    conn.execute(
+        "update audio_queue.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (jid,)
+    )
     assert scalar(conn, "select audio_queue.reset_stuck_jobs()") == 1
     (row,) = outbox(conn)
     assert row["job_id"] == jid and row["status"] == "failed"
@@ -111,8 +133,10 @@ def test_claims_are_leased_and_concurrent_claimers_never_share_a_notice(conn, db
     ids = [r["id"] for r in got[0] + got[1]]
     assert len(ids) == 30 and len(set(ids)) == 30
     assert claim_notices(conn) == []  # all leased
-    conn.execute("update audio_queue.webhook_outbox set claimed_until = now() - interval '1 second' "
-                 "where id = %s", (ids[0],))
+    conn.execute(
+        "update audio_queue.webhook_outbox set claimed_until = now() - interval '1 second' where id = %s",
+        (ids[0],),
+    )
     (again,) = claim_notices(conn, "w3")
     assert again["id"] == ids[0] and again["attempts"] == 2  # lease ran out: claimed again, same delivery id
     assert again["delivery_id"] == next(r for r in got[0] + got[1] if r["id"] == ids[0])["delivery_id"]
@@ -126,10 +150,18 @@ def test_delivered_and_given_up_notices_leave_the_table_and_retries_wait(conn):
     assert scalar(conn, "select audio_queue.webhook_delivered(%s, %s)", a["id"], a["delivery_id"])
     assert not scalar(conn, "select audio_queue.webhook_delivered(%s, %s)", a["id"], a["delivery_id"])
     assert not scalar(conn, "select audio_queue.webhook_delivered(%s, %s)", b["id"], uuid.uuid4())  # wrong id
-    assert scalar(conn, "select audio_queue.webhook_attempt_failed(%s, %s, 'HTTP 410', 0, true)",
-                  b["id"], b["delivery_id"])
-    assert scalar(conn, "select audio_queue.webhook_attempt_failed(%s, %s, 'HTTP 503', 30, false)",
-                  c["id"], c["delivery_id"])
+    assert scalar(
+        conn,
+        "select audio_queue.webhook_attempt_failed(%s, %s, 'HTTP 410', 0, true)",
+        b["id"],
+        b["delivery_id"],
+    )
+    assert scalar(
+        conn,
+        "select audio_queue.webhook_attempt_failed(%s, %s, 'HTTP 503', 30, false)",
+        c["id"],
+        c["delivery_id"],
+    )
     (left,) = outbox(conn)
     assert left["id"] == c["id"] and left["last_error"] == "HTTP 503" and left["claimed_until"] is None
     assert claim_notices(conn) == []  # not due for 30 s
@@ -142,7 +174,9 @@ def test_purge_finished_jobs_takes_their_notices_along(conn):
     enable(conn)
     jid = enqueue(conn)
     scalar(conn, "select audio_queue.cancel_job(%s)", jid)
-    conn.execute("update audio_queue.jobs set completed_at = now() - interval '40 days' where id = %s", (jid,))
+    conn.execute(
+        "update audio_queue.jobs set completed_at = now() - interval '40 days' where id = %s", (jid,)
+    )
     assert len(outbox(conn)) == 1
     assert scalar(conn, "select audio_queue.purge_finished_jobs()") == 1
     assert outbox(conn) == []

@@ -22,8 +22,10 @@ def fleet(db_url, tmp_path):
 
 def enqueue(conn, payload: dict, n: int = 1, **kw) -> list:
     args = "".join(f", p_{k} => %({k})s" for k in kw)
-    rows = conn.execute(f"select audio_queue.enqueue_job(%(p)s::jsonb{args}) from generate_series(1, %(n)s)",
-                        {"p": json.dumps(payload), "n": n, **kw}).fetchall()
+    rows = conn.execute(
+        f"select audio_queue.enqueue_job(%(p)s::jsonb{args}) from generate_series(1, %(n)s)",
+        {"p": json.dumps(payload), "n": n, **kw},
+    ).fetchall()
     return [r[0] for r in rows]
 
 
@@ -32,16 +34,23 @@ def counts(conn) -> dict[str, int]:
 
 
 def all_finished(conn) -> bool:
-    return conn.execute("select count(*) = 0 from audio_queue.jobs where status in ('pending','queued','processing')").fetchone()[0]
+    return conn.execute(
+        "select count(*) = 0 from audio_queue.jobs where status in ('pending','queued','processing')"
+    ).fetchone()[0]
 
 
 def test_jobs_complete_with_progress_and_stage_reported(conn, fleet):
     (jid,) = enqueue(conn, {"sleep_ms": 3000})
     w = fleet.start(LEASE_SECONDS=6)
-    seen = wait_until(lambda: (r := job(conn, jid))["progress"] > 0 and r["status"] == "processing" and r,
-                      timeout=20, what="progress mid-job")
+    seen = wait_until(
+        lambda: (r := job(conn, jid))["progress"] > 0 and r["status"] == "processing" and r,
+        timeout=20,
+        what="progress mid-job",
+    )
     assert seen["stage"] == "sleep" and 0 < seen["progress"] < 100
-    done = wait_until(lambda: (r := job(conn, jid))["status"] == "completed" and r, timeout=20, what="completion")
+    done = wait_until(
+        lambda: (r := job(conn, jid))["status"] == "completed" and r, timeout=20, what="completion"
+    )
     assert done["progress"] == 100 and done["result"]["slept_ms"] == 3000
     assert f"job={jid}" in w.log and "job completed" in w.log
 
@@ -66,8 +75,11 @@ def test_kill_9_mid_job_is_rescued_and_completed_by_another_worker(conn, fleet):
     wait_until(lambda: job(conn, jid)["status"] == "processing", timeout=20, what="claim by worker A")
     a.kill()
     b = fleet.start(LEASE_SECONDS=3, RESCUE_INTERVAL_SECONDS=1)
-    done = wait_until(lambda: (r := job(conn, jid))["status"] == "completed" and r, timeout=30,
-                      what="rescue and completion by worker B")
+    done = wait_until(
+        lambda: (r := job(conn, jid))["status"] == "completed" and r,
+        timeout=30,
+        what="rescue and completion by worker B",
+    )
     assert done["attempts"] == 2 and done["rescue_count"] == 1
     assert "stopped heartbeating" in done["last_error"]
     assert fleet.executions("done")[str(jid)] == 1
@@ -84,8 +96,11 @@ def test_a_poison_job_that_kills_every_worker_ends_failed(conn, fleet):
     while survivor is None:
         assert time.monotonic() < deadline and deaths <= 6, f"poison job still {job(conn, poison)['status']}"
         w = fleet.start(LEASE_SECONDS=3, RESCUE_INTERVAL_SECONDS=1, MAX_CONCURRENT_JOBS=1)
-        wait_until(lambda: w.proc.poll() is not None or job(conn, poison)["status"] == "failed",
-                   timeout=20, what="the worker to die or the poison job to fail")
+        wait_until(
+            lambda: w.proc.poll() is not None or job(conn, poison)["status"] == "failed",  # noqa: B023 (called at once)
+            timeout=20,
+            what="the worker to die or the poison job to fail",
+        )
         if w.proc.poll() is not None:
             deaths += 1
         else:
@@ -129,10 +144,13 @@ def test_terminated_database_connections_lose_and_duplicate_nothing(conn, fleet,
         killed += conn.execute(
             "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity "
             "where datname = %s and application_name like 'audio-worker%%' and pid <> pg_backend_pid()) t",
-            (dbname,)).fetchone()[0]
+            (dbname,),
+        ).fetchone()[0]
         time.sleep(0.4)
     assert killed >= 4
-    wait_until(lambda: all_finished(conn), timeout=90, interval=0.5, what="all jobs to finish after the outage")
+    wait_until(
+        lambda: all_finished(conn), timeout=90, interval=0.5, what="all jobs to finish after the outage"
+    )
     assert counts(conn) == {"completed": 300}
     done = fleet.executions("done")
     assert set(done) == {str(i) for i in ids} and max(done.values()) == 1
@@ -142,21 +160,32 @@ def test_terminated_database_connections_lose_and_duplicate_nothing(conn, fleet,
 def test_cancel_of_a_running_job_stops_it_at_the_next_heartbeat(conn, fleet):
     (jid,) = enqueue(conn, {"sleep_ms": 62345, "child": True})
     fleet.start(LEASE_SECONDS=3)
-    wait_until(lambda: subprocess.run(["pgrep", "-f", "sleep 122.345"], capture_output=True).returncode == 0,
-               timeout=20, what="the job's child process to start")
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", "sleep 122.345"], capture_output=True).returncode == 0,
+        timeout=20,
+        what="the job's child process to start",
+    )
     assert conn.execute("select audio_queue.cancel_job(%s)", (jid,)).fetchone()[0] is True
-    row = wait_until(lambda: (r := job(conn, jid))["status"] == "cancelled" and r, timeout=10, what="cancellation")
+    row = wait_until(
+        lambda: (r := job(conn, jid))["status"] == "cancelled" and r, timeout=10, what="cancellation"
+    )
     assert row["error_message"] == "cancelled while processing"
-    wait_until(lambda: subprocess.run(["pgrep", "-f", "sleep 122.345"], capture_output=True).returncode == 1,
-               timeout=5, what="the job's child process to be killed")
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", "sleep 122.345"], capture_output=True).returncode == 1,
+        timeout=5,
+        what="the job's child process to be killed",
+    )
     assert fleet.executions("done")[str(jid)] == 0
 
 
 def test_job_timeout_stops_the_work_and_retries_later(conn, fleet):
     (jid,) = enqueue(conn, {"first_attempt_ms": 60000, "sleep_ms": 10})
     fleet.start(JOB_TIMEOUT_MS=10000, LEASE_SECONDS=30)
-    row = wait_until(lambda: (r := job(conn, jid))["status"] == "pending" and r["attempts"] == 1 and r,
-                     timeout=25, what="timeout")
+    row = wait_until(
+        lambda: (r := job(conn, jid))["status"] == "pending" and r["attempts"] == 1 and r,
+        timeout=25,
+        what="timeout",
+    )
     assert row["last_error"] == "timed out after 10000 ms (JOB_TIMEOUT_MS)"
     assert row["run_at"] > row["updated_at"]  # backoff before the retry
 
@@ -168,7 +197,10 @@ def test_bad_payload_fails_at_once_naming_the_field_and_the_worker_moves_on(conn
     wait_until(lambda: job(conn, good)["status"] == "completed", timeout=20, what="the good job")
     row = job(conn, bad)
     assert row["status"] == "failed" and row["attempts"] == 1
-    assert row["error_message"] == "invalid payload: sleep_ms: must be a number of milliseconds between 0 and 3600000"
+    assert (
+        row["error_message"]
+        == "invalid payload: sleep_ms: must be a number of milliseconds between 0 and 3600000"
+    )
     assert w.proc.poll() is None
 
 
@@ -205,7 +237,9 @@ def test_a_result_that_is_not_json_fails_only_its_own_job(conn, fleet):
     wait_until(lambda: all_finished(conn), timeout=20, what="all jobs")
     assert all(job(conn, g)["status"] == "completed" for g in good)
     row = job(conn, bad)
-    assert row["status"] == "failed" and row["error_message"].startswith("handler returned a result that is not JSON")
+    assert row["status"] == "failed" and row["error_message"].startswith(
+        "handler returned a result that is not JSON"
+    )
 
 
 def test_sigterm_during_start_up_exits_0_without_claiming(conn, fleet):

@@ -41,7 +41,9 @@ def assert_loudness(result: RenderResult) -> None:
     assert result.on_target
 
 
-def test_binaural_fixed_beat_left_carrier_right_carrier_plus_beat(tmp_path: Path, settings: RenderSettings) -> None:
+def test_binaural_fixed_beat_left_carrier_right_carrier_plus_beat(
+    tmp_path: Path, settings: RenderSettings
+) -> None:
     progress: list[float] = []
     r = run({"duration_s": 4, "layers": [{"type": "binaural", "carrier_hz": 200, "beat_hz": 10}]},
             tmp_path / "out", settings, progress=progress)  # fmt: skip
@@ -54,7 +56,9 @@ def test_binaural_fixed_beat_left_carrier_right_carrier_plus_beat(tmp_path: Path
     assert list((tmp_path / "work").iterdir()) == []  # temp dir removed
 
 
-def test_binaural_ramp_beat_measured_at_start_and_end_without_clicks(tmp_path: Path, settings: RenderSettings) -> None:
+def test_binaural_ramp_beat_measured_at_start_and_end_without_clicks(
+    tmp_path: Path, settings: RenderSettings
+) -> None:
     schedule = [{"t_s": 0, "beat_hz": 10}, {"t_s": 2, "beat_hz": 10}, {"t_s": 6, "beat_hz": 4}]
     r = run({"duration_s": 8, "layers": [{"type": "binaural", "carrier_hz": 250, "schedule": schedule}]},
             tmp_path / "out", settings)  # fmt: skip
@@ -74,13 +78,19 @@ def test_binaural_ramp_beat_measured_at_start_and_end_without_clicks(tmp_path: P
 
 
 def test_solfeggio_peak_and_isochronic_pulse(tmp_path: Path, settings: RenderSettings) -> None:
-    r = run({"duration_s": 3, "layers": [{"type": "solfeggio", "frequency_hz": 528}]}, tmp_path / "a", settings)
+    r = run(
+        {"duration_s": 3, "layers": [{"type": "solfeggio", "frequency_hz": 528}]}, tmp_path / "a", settings
+    )
     x, sr = decode(r.master)
     assert peak_hz(x[:, 0], sr) == pytest.approx(528, abs=0.3)
     assert peak_hz(x[:, 1], sr) == pytest.approx(528, abs=0.3)
     assert_loudness(r)
 
-    r = run({"duration_s": 3, "layers": [{"type": "isochronic", "tone_hz": 300, "rate_hz": 4}]}, tmp_path / "b", settings)
+    r = run(
+        {"duration_s": 3, "layers": [{"type": "isochronic", "tone_hz": 300, "rate_hz": 4}]},
+        tmp_path / "b",
+        settings,
+    )
     x, sr = decode(r.master)
     env = np.abs(x[:, 0]).reshape(-1, sr // 100).max(axis=1)  # 10 ms envelope
     assert peak_hz(env - env.mean(), 100, lo=1, hi=20) == pytest.approx(4, abs=0.3)
@@ -149,7 +159,9 @@ def test_mp3_preview_rate_bitrate_and_length(tmp_path: Path, settings: RenderSet
     assert int(info["bit_rate"]) == 128000
     y, sr = decode(r.preview)
     assert sr == 48000 and abs(y.shape[0] / sr - 3.0) <= 0.03
-    assert r.preview_duration_s == 3 and r.master.suffix == ".wav" and probe(r.master)["bits_per_sample"] == 24
+    assert (
+        r.preview_duration_s == 3 and r.master.suffix == ".wav" and probe(r.master)["bits_per_sample"] == 24
+    )
     assert_loudness(r)
 
 

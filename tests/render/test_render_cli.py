@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.audio import probe
-from worker.render.cli import main
+from worker.commands.render import main
 
 
 def write(tmp_path: Path, payload: dict) -> Path:
@@ -17,15 +17,21 @@ def write(tmp_path: Path, payload: dict) -> Path:
     return path
 
 
-def test_cli_renders_with_supplied_input(tmp_path: Path, speech_wav: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_renders_with_supplied_input(
+    tmp_path: Path, speech_wav: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = write(tmp_path, {"spec_version": 1, "duration_s": "fit", "tail_s": 1, "layers": [
         {"type": "speech", "text": "(supplied)"}, {"type": "binaural", "carrier_hz": 180, "beat_hz": 8, "gain_db": -12}]})  # fmt: skip
     out = tmp_path / "out"
     assert main([str(spec), "--out", str(out), "--input", f"layers[0]={speech_wav}"]) == 0
     printed = capsys.readouterr()
-    assert f"master:   {out / 'master.wav'}" in printed.out and f"preview:  {out / 'preview.mp3'}" in printed.out
+    assert (
+        f"master:   {out / 'master.wav'}" in printed.out and f"preview:  {out / 'preview.mp3'}" in printed.out
+    )
     assert "LUFS integrated (target -16)" in printed.out and "rendering 100.0%" in printed.err
-    assert float(probe(out / "master.wav")["duration"]) == pytest.approx(float(probe(speech_wav)["duration"]) + 1, abs=0.02)
+    assert float(probe(out / "master.wav")["duration"]) == pytest.approx(
+        float(probe(speech_wav)["duration"]) + 1, abs=0.02
+    )
 
 
 def test_cli_speaks_text_itself_and_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,6 +43,9 @@ def test_cli_speaks_text_itself_and_prints_json(tmp_path: Path, capsys: pytest.C
 
 
 def test_cli_reports_bad_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    spec = write(tmp_path, {"spec_version": 1, "duration_s": 5, "layers": [{"type": "binaural", "carrier_hz": 5, "beat_hz": 4}]})
+    spec = write(
+        tmp_path,
+        {"spec_version": 1, "duration_s": 5, "layers": [{"type": "binaural", "carrier_hz": 5, "beat_hz": 4}]},
+    )
     assert main([str(spec), "--out", str(tmp_path / "out")]) == 2
     assert "invalid payload: layers[0].carrier_hz: must be between 20 and 20000 Hz" in capsys.readouterr().err

@@ -19,7 +19,14 @@ SAME = [
     [{"type": "solfeggio", "frequency_hz": 417, "duration_s": 0.5}] * 2,
     [{"type": "noise", "seed": 767}, {"type": "noise", "seed": 767, "gain_db": -3}],
     [{"type": "binaural", "carrier_hz": 200, "beat_hz": 10, "fade_out_s": 0.1}] * 2,
-    [{"type": "binaural", "carrier_hz": 200, "schedule": [{"t_s": 0, "beat_hz": 5}, {"t_s": 1, "beat_hz": 8}]}] * 3,
+    [
+        {
+            "type": "binaural",
+            "carrier_hz": 200,
+            "schedule": [{"t_s": 0, "beat_hz": 5}, {"t_s": 1, "beat_hz": 8}],
+        }
+    ]
+    * 3,
     [{"type": "isochronic", "tone_hz": 300, "rate_hz": 4, "gain_db": -6}] * 2,
 ]
 
@@ -34,11 +41,17 @@ def test_identical_layers_build_a_graph(layers) -> None:
 
 def test_two_identical_tones_render_and_sum(tmp_path: Path, settings: RenderSettings) -> None:
     tone = {"type": "solfeggio", "frequency_hz": 528, "gain_db": -20}
-    one = parse_spec({"spec_version": 1, "duration_s": 2, "layers": [tone, {"type": "noise", "gain_db": -40}]})
-    two = parse_spec({"spec_version": 1, "duration_s": 2, "layers": [tone, tone, {"type": "noise", "gain_db": -40}]})
+    one = parse_spec(
+        {"spec_version": 1, "duration_s": 2, "layers": [tone, {"type": "noise", "gain_db": -40}]}
+    )
+    two = parse_spec(
+        {"spec_version": 1, "duration_s": 2, "layers": [tone, tone, {"type": "noise", "gain_db": -40}]}
+    )
     r1 = asyncio.run(render(one, {}, tmp_path / "one", settings=settings))
     r2 = asyncio.run(render(two, {}, tmp_path / "two", settings=settings))
     # the doubled tone is 6 dB louder against the same noise: normalisation then takes ~6 dB off
     assert r1.gain_db - r2.gain_db == pytest.approx(6.0, abs=0.5)
     x, sr = decode(r2.master)
-    assert all(f == pytest.approx(528, abs=0.5) for f in peak_hz_per_channel(window(x, sr, 0.5, 1), sr, 400, 700))
+    assert all(
+        f == pytest.approx(528, abs=0.5) for f in peak_hz_per_channel(window(x, sr, 0.5, 1), sr, 400, 700)
+    )

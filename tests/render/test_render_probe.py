@@ -25,8 +25,23 @@ WAV_KINDS = [
 
 
 def make_wav(path: Path, seconds: float, options: list[str]) -> Path:
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"sine=frequency=300:duration={seconds}", *options, str(path)], check=True, timeout=30)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=300:duration={seconds}",
+            *options,
+            str(path),
+        ],
+        check=True,
+        timeout=30,
+    )
     return path
 
 
@@ -34,13 +49,19 @@ def described(path: Path) -> AudioInfo:
     return asyncio.run(probe_audio(path, "layers[0]"))
 
 
-@pytest.mark.parametrize(("options", "codec"), WAV_KINDS, ids=[k[1] + f"-{i}" for i, k in enumerate(WAV_KINDS)])
+@pytest.mark.parametrize(
+    ("options", "codec"), WAV_KINDS, ids=[k[1] + f"-{i}" for i, k in enumerate(WAV_KINDS)]
+)
 def test_wav_header_agrees_with_ffprobe(tmp_path: Path, options: list[str], codec: str) -> None:
     path = make_wav(tmp_path / "in.wav", 2.5, options)
     info = read_wav_header(path)
     assert info is not None, "a plain WAV is described without ffprobe"
     truth = probe(path)
-    assert (info.sample_rate, info.channels, info.codec) == (int(truth["sample_rate"]), int(truth["channels"]), codec)
+    assert (info.sample_rate, info.channels, info.codec) == (
+        int(truth["sample_rate"]),
+        int(truth["channels"]),
+        codec,
+    )
     assert abs(info.duration_s - float(truth["duration"])) < 0.001
     assert described(path) == info
 
@@ -56,9 +77,28 @@ def test_unusual_files_go_to_ffprobe_and_still_work(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.wav"
     truncated.write_bytes(whole.read_bytes()[:-20_000])  # header promises more than the file holds
     streamed = tmp_path / "streamed.wav"  # written to a pipe: the header cannot say the length
-    streamed.write_bytes(subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=2", "-c:a", "pcm_s16le",
-         "-f", "wav", "pipe:1"], check=True, capture_output=True, timeout=30).stdout)
+    streamed.write_bytes(
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=duration=2",
+                "-c:a",
+                "pcm_s16le",
+                "-f",
+                "wav",
+                "pipe:1",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        ).stdout
+    )
     flac = make_wav(tmp_path / "tone.flac", 2.0, [])
     for path in (truncated, streamed, flac):
         assert read_wav_header(path) is None, path.name
@@ -70,7 +110,9 @@ def test_unusual_files_go_to_ffprobe_and_still_work(tmp_path: Path) -> None:
 def test_broken_files_fail_naming_the_layer(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "voice.wav"
     path.write_bytes(content)
-    with pytest.raises(PayloadError, match=r"^invalid payload: layers\[0\]: input file is not decodable audio$"):
+    with pytest.raises(
+        PayloadError, match=r"^invalid payload: layers\[0\]: input file is not decodable audio$"
+    ):
         described(path)
 
 

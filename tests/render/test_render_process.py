@@ -69,7 +69,18 @@ def test_cancellation_kills_ffmpeg_and_removes_temp_files(tmp_path: Path) -> Non
 
 
 def test_ffmpeg_failure_is_summarised_briefly() -> None:
-    cmd = ["ffmpeg", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-af", "nosuchfilter", "-f", "null", "-"]
+    cmd = [
+        "ffmpeg",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=1",
+        "-af",
+        "nosuchfilter",
+        "-f",
+        "null",
+        "-",
+    ]
     with pytest.raises(PermanentError) as exc:
         asyncio.run(run_ffmpeg(cmd, duration_s=1, label="mix"))
     msg = str(exc.value)
@@ -79,7 +90,18 @@ def test_ffmpeg_failure_is_summarised_briefly() -> None:
 
 def test_progress_reaches_100_monotonically(tmp_path: Path) -> None:
     seen: list[float] = []
-    cmd = ["ffmpeg", "-f", "lavfi", "-i", "anoisesrc=duration=300:sample_rate=44100", "-af", "aecho", "-f", "null", "-"]
+    cmd = [
+        "ffmpeg",
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=duration=300:sample_rate=44100",
+        "-af",
+        "aecho",
+        "-f",
+        "null",
+        "-",
+    ]
     asyncio.run(run_ffmpeg(cmd, duration_s=300, on_progress=seen.append))
     assert seen == sorted(seen) and seen[-1] == pytest.approx(100, abs=0.5)
     assert os.cpu_count()

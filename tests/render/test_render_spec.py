@@ -42,35 +42,68 @@ def test_good_spec_parses_with_defaults_and_layer_keys() -> None:
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        (spec({**BIN, "carrier_hz": 10}), "invalid payload: layers[0].carrier_hz: must be between 20 and 20000 Hz"),
+        (
+            spec({**BIN, "carrier_hz": 10}),
+            "invalid payload: layers[0].carrier_hz: must be between 20 and 20000 Hz",
+        ),
         (spec({**BIN, "beat_hz": 41}), "invalid payload: layers[0].beat_hz: must be between 0.5 and 40 Hz"),
-        (spec(BIN, {**BIN, "beat_hz": math.nan}), "invalid payload: layers[1].beat_hz: must be a finite number"),
+        (
+            spec(BIN, {**BIN, "beat_hz": math.nan}),
+            "invalid payload: layers[1].beat_hz: must be a finite number",
+        ),
         (spec({**BIN, "gain_db": 40}), "invalid payload: layers[0].gain_db: must be between -60 and 20 dB"),
-        (spec({"type": "theremin"}), "invalid payload: layers[0].type: unknown layer type "
-         "(expected one of: speech, music, binaural, isochronic, solfeggio, noise)"),
-        (spec({"carrier_hz": 200}), "invalid payload: layers[0].type: required "
-         "(one of: speech, music, binaural, isochronic, solfeggio, noise)"),
-        (spec({"type": "binaural", "carrier_hz": 200}),
-         "invalid payload: layers[0].beat_hz: give exactly one of beat_hz or schedule"),
-        (spec({"type": "binaural", "carrier_hz": 200, "schedule": [{"t_s": 5, "beat_hz": 10}, {"t_s": 5, "beat_hz": 4}]}),
-         "invalid payload: layers[0].schedule: times must be strictly increasing"),
-        (spec({"type": "noise", "color": "purple"}),
-         "invalid payload: layers[0].color: must be one of 'white', 'pink', 'brown', 'blue', 'violet' or 'velvet'"),
+        (
+            spec({"type": "theremin"}),
+            "invalid payload: layers[0].type: unknown layer type "
+            "(expected one of: speech, music, binaural, isochronic, solfeggio, noise)",
+        ),
+        (
+            spec({"carrier_hz": 200}),
+            "invalid payload: layers[0].type: required "
+            "(one of: speech, music, binaural, isochronic, solfeggio, noise)",
+        ),
+        (
+            spec({"type": "binaural", "carrier_hz": 200}),
+            "invalid payload: layers[0].beat_hz: give exactly one of beat_hz or schedule",
+        ),
+        (
+            spec(
+                {
+                    "type": "binaural",
+                    "carrier_hz": 200,
+                    "schedule": [{"t_s": 5, "beat_hz": 10}, {"t_s": 5, "beat_hz": 4}],
+                }
+            ),
+            "invalid payload: layers[0].schedule: times must be strictly increasing",
+        ),
+        (
+            spec({"type": "noise", "color": "purple"}),
+            "invalid payload: layers[0].color: must be one of 'white', 'pink', 'brown', 'blue', 'violet' or 'velvet'",
+        ),
         (spec({"type": "noise", "volume": 3}), "invalid payload: layers[0].volume: unknown field"),
-        (spec({"type": "speech", "text": "hi", "voice": "en'; rm -rf /"}),
-         "invalid payload: layers[0].voice: must be a short name of letters, digits and _ . : @ + - (or a safe path)"),
-        (spec({"type": "music", "object": "a.mp3", "url": "https://example.com/a.mp3"}),
-         "invalid payload: layers[0].source: give exactly one of object, url, generate"),
+        (
+            spec({"type": "speech", "text": "hi", "voice": "en'; rm -rf /"}),
+            "invalid payload: layers[0].voice: must be a short name of letters, digits and _ . : @ + - (or a safe path)",
+        ),
+        (
+            spec({"type": "music", "object": "a.mp3", "url": "https://example.com/a.mp3"}),
+            "invalid payload: layers[0].source: give exactly one of object, url, generate",
+        ),
         (spec(BIN, duration_s=7200), "invalid payload: duration_s: must be at most 3600 s"),
         (spec(BIN, duration_s="fit"), 'invalid payload: duration_s: "fit" needs at least one speech layer'),
-        (spec({**BIN, "start_s": 10}), "invalid payload: layers[0].start_s: must be before the end of the track (10 s)"),
+        (
+            spec({**BIN, "start_s": 10}),
+            "invalid payload: layers[0].start_s: must be before the end of the track (10 s)",
+        ),
         (spec(BIN, sample_rate=22050), "invalid payload: sample_rate: must be one of 44100 or 48000"),
         (spec(BIN, spec_version=2), "invalid payload: spec_version: unsupported version (supported: 1)"),
         ({"layers": []}, "invalid payload: spec_version: required (supported: 1)"),
         (spec(), "invalid payload: layers: list should have at least 1 item after validation, not 0"),
         ({"prompt": "calm piano", "duration": 90}, "invalid payload: duration: must be between 1 and 60 s"),
-        ({"prompt": "calm piano", "duration": 20, "quality": "ultra"},
-         "invalid payload: quality: must be one of 'low', 'medium' or 'high'"),
+        (
+            {"prompt": "calm piano", "duration": 20, "quality": "ultra"},
+            "invalid payload: quality: must be one of 'low', 'medium' or 'high'",
+        ),
         ([1, 2], "invalid payload: payload: must be a JSON object"),
     ],
 )
@@ -79,7 +112,11 @@ def test_bad_specs_fail_naming_field_and_rule(payload: object, message: str) -> 
 
 
 def test_max_duration_comes_from_settings() -> None:
-    fails(spec(BIN, duration_s=120), "invalid payload: duration_s: must be at most 60 s", RenderSettings(max_duration_s=60))
+    fails(
+        spec(BIN, duration_s=120),
+        "invalid payload: duration_s: must be at most 60 s",
+        RenderSettings(max_duration_s=60),
+    )
     assert parse_spec(spec(BIN, duration_s=60), RenderSettings(max_duration_s=60)).duration_s == 60
 
 
@@ -98,7 +135,11 @@ def test_legacy_job_maps_to_one_generated_music_layer() -> None:
     assert s.duration_s == 20 and len(s.layers) == 1
     layer = s.layers[0]
     assert isinstance(layer, MusicLayer) and layer.generate is not None
-    assert (layer.generate.prompt, layer.generate.seconds, layer.generate.mode) == ("calm piano", 20, "instrumental")
+    assert (layer.generate.prompt, layer.generate.seconds, layer.generate.mode) == (
+        "calm piano",
+        20,
+        "instrumental",
+    )
     assert s.output.preview.bitrate_kbps == 320 and s.output.master.bit_depth == 24
     assert [x.key for x in s.input_layers()] == ["layers[0]"]
 

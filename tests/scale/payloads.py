@@ -25,7 +25,7 @@ from worker.render.spec import NOISE_COLORS, SOLFEGGIO_HZ
 Path = tuple[str | int, ...]
 
 # Characters that must never reach a filtergraph as text, and none of which a Token allows.
-META = [";", "[a]", ";[a]", "'", "\\", ",", "=", "[out]", " ", "\n", "%", "\"", "|", "$(id)", "`"]
+META = [";", "[a]", ";[a]", "'", "\\", ",", "=", "[out]", " ", "\n", "%", '"', "|", "$(id)", "`"]
 # A value a Token *does* allow; appended after a metacharacter it must still be refused.
 TOKENISH = ["a", "en", "espeak", "pink", "x:y", "v1.2"]
 SECRET_LIKE = "test-secret-access-key-DO-NOT-LEAK"  # tests/support/s3.py's secret
@@ -61,9 +61,13 @@ def delete(obj: Any, path: Path) -> None:
 
 # ---------------------------------------------------------------- valid specs
 
+
 def num(lo: float, hi: float) -> st.SearchStrategy[float]:
-    return st.floats(lo, hi, allow_nan=False, allow_infinity=False).map(lambda x: round(x, 3)).filter(
-        lambda x: lo <= x <= hi)
+    return (
+        st.floats(lo, hi, allow_nan=False, allow_infinity=False)
+        .map(lambda x: round(x, 3))
+        .filter(lambda x: lo <= x <= hi)
+    )
 
 
 @st.composite
@@ -113,15 +117,24 @@ def tone_layer(draw: Any, duration: float) -> dict[str, Any]:
     return layer
 
 
-SPEECH_TEXT = st.sampled_from([
-    "Breathe in.", "Rest; [a] here: 'now'.", "Calm, calm = calm.", "Slowly \\ softly | gently.",
-])
+SPEECH_TEXT = st.sampled_from(
+    [
+        "Breathe in.",
+        "Rest; [a] here: 'now'.",
+        "Calm, calm = calm.",
+        "Slowly \\ softly | gently.",
+    ]
+)
 
 
 @st.composite
 def speech_layer(draw: Any, duration: float) -> dict[str, Any]:
-    layer: dict[str, Any] = {"type": "speech", "text": draw(SPEECH_TEXT), "provider": "espeak",
-                             "start_s": draw(num(0, min(0.3, duration - 0.1)))}
+    layer: dict[str, Any] = {
+        "type": "speech",
+        "text": draw(SPEECH_TEXT),
+        "provider": "espeak",
+        "start_s": draw(num(0, min(0.3, duration - 0.1))),
+    }
     if draw(st.booleans()):
         layer["speed"] = draw(num(0.5, 2.0))
     if draw(st.booleans()):
@@ -157,12 +170,18 @@ def valid_spec(draw: Any, speech: bool = False) -> dict[str, Any]:
             preview["vbr_quality"] = draw(st.integers(0, 9))
         if draw(st.booleans()):
             preview["seconds"] = draw(num(1, 3))
-        spec["output"] = {"master": {"format": draw(st.sampled_from(["wav", "flac"])),
-                                     "bit_depth": draw(st.sampled_from([16, 24]))}, "preview": preview}
+        spec["output"] = {
+            "master": {
+                "format": draw(st.sampled_from(["wav", "flac"])),
+                "bit_depth": draw(st.sampled_from([16, 24])),
+            },
+            "preview": preview,
+        }
     return spec
 
 
 # ---------------------------------------------------------------- invalid payloads: the mutations
+
 
 def numeric_fields(spec: dict[str, Any]) -> list[tuple[Path, bool]]:
     """(path, optional) of the numeric fields present in ``spec`` or addable to it."""
@@ -190,10 +209,26 @@ def numeric_fields(spec: dict[str, Any]) -> list[tuple[Path, bool]]:
     return out
 
 
-BAD_NUMBERS = st.sampled_from([
-    "NaN", "nan", "Infinity", "-Infinity", "inf", "1", "1e400", "", "0x10", True, False, [], [1.0], {},
-    {"value": 1.0}, {"$numberDouble": "NaN"},
-])
+BAD_NUMBERS = st.sampled_from(
+    [
+        "NaN",
+        "nan",
+        "Infinity",
+        "-Infinity",
+        "inf",
+        "1",
+        "1e400",
+        "",
+        "0x10",
+        True,
+        False,
+        [],
+        [1.0],
+        {},
+        {"value": 1.0},
+        {"$numberDouble": "NaN"},
+    ]
+)
 
 
 def _ensure_parent(spec: dict[str, Any], path: Path) -> None:
@@ -210,10 +245,20 @@ def m_wrong_type(draw: Any, spec: dict[str, Any]) -> Bad:
 
 
 RANGES: dict[str, tuple[float, float]] = {
-    "fade_in_s": (0, 600), "fade_out_s": (0, 600), "tail_s": (0, 600), "gain_db": (-60, 20),
-    "start_s": (0, 86400), "target_lufs": (-36, -6), "true_peak_dbtp": (-9, 0), "carrier_hz": (20, 20000),
-    "beat_hz": (0.5, 40), "t_s": (0, 86400), "tone_hz": (20, 20000), "rate_hz": (0.5, 40),
-    "frequency_hz": (20, 20000), "speed": (0.5, 2.0),
+    "fade_in_s": (0, 600),
+    "fade_out_s": (0, 600),
+    "tail_s": (0, 600),
+    "gain_db": (-60, 20),
+    "start_s": (0, 86400),
+    "target_lufs": (-36, -6),
+    "true_peak_dbtp": (-9, 0),
+    "carrier_hz": (20, 20000),
+    "beat_hz": (0.5, 40),
+    "t_s": (0, 86400),
+    "tone_hz": (20, 20000),
+    "rate_hz": (0.5, 40),
+    "frequency_hz": (20, 20000),
+    "speed": (0.5, 2.0),
 }
 
 
@@ -260,8 +305,28 @@ def m_beat_out_of_range(draw: Any, spec: dict[str, Any]) -> Bad:
 
 def m_unknown_layer_type(draw: Any, spec: dict[str, Any]) -> Bad:
     i = draw(st.integers(0, len(spec["layers"]) - 1))
-    bad = draw(st.sampled_from(["tone", "sine", "Noise", "NOISE", "noise;[a]", "noise ", "", "music2",
-                                "amix", 5, 1.5, True, None, [], {}, ["noise"]]))
+    bad = draw(
+        st.sampled_from(
+            [
+                "tone",
+                "sine",
+                "Noise",
+                "NOISE",
+                "noise;[a]",
+                "noise ",
+                "",
+                "music2",
+                "amix",
+                5,
+                1.5,
+                True,
+                None,
+                [],
+                {},
+                ["noise"],
+            ]
+        )
+    )
     spec["layers"][i]["type"] = bad
     return Bad(spec, f"layers[{i}].type", "unknown_layer_type")
 
@@ -286,8 +351,23 @@ def m_missing_field(draw: Any, spec: dict[str, Any]) -> Bad:
     return Bad(spec, fmt(path), "missing_field")
 
 
-EXTRA_KEYS = st.sampled_from(["volume", "gain", "beat", "x;[a]", "a:b", "__proto__", "constructor", "type2",
-                              "layers ", "Duration_s", "'", "é", "🎵"])
+EXTRA_KEYS = st.sampled_from(
+    [
+        "volume",
+        "gain",
+        "beat",
+        "x;[a]",
+        "a:b",
+        "__proto__",
+        "constructor",
+        "type2",
+        "layers ",
+        "Duration_s",
+        "'",
+        "é",
+        "🎵",
+    ]
+)
 
 
 def m_extra_field(draw: Any, spec: dict[str, Any]) -> Bad:
@@ -344,8 +424,11 @@ def m_huge_array(draw: Any, spec: dict[str, Any]) -> Bad:
     i = draw(st.integers(0, len(spec["layers"]) - 1))
     if what == "schedule":
         n = draw(st.sampled_from([65, 100, 2000]))
-        spec["layers"][i] = {"type": "binaural", "carrier_hz": 200,
-                             "schedule": [{"t_s": k * 0.01, "beat_hz": 5} for k in range(n)]}
+        spec["layers"][i] = {
+            "type": "binaural",
+            "carrier_hz": 200,
+            "schedule": [{"t_s": k * 0.01, "beat_hz": 5} for k in range(n)],
+        }
         return Bad(spec, f"layers[{i}].schedule", "huge_array")
     n = draw(st.sampled_from([20001, 50000]))
     spec["layers"][i] = {"type": "speech", "provider": "espeak", "text": "a;[b] " * (n // 6 + 1)}
@@ -366,8 +449,25 @@ def bad_string(draw: Any, *, token: bool = False) -> str:
 def m_metachar_string(draw: Any, spec: dict[str, Any]) -> Bad:
     """A metacharacter in one string field: the field is refused (Literal or Token), never rendered."""
     i = draw(st.integers(0, len(spec["layers"]) - 1))
-    target = draw(st.sampled_from(["type", "color", "duration_s", "spec_version", "format", "voice",
-                                   "provider", "model", "object", "mode", "gen_provider", "url", "prompt"]))
+    target = draw(
+        st.sampled_from(
+            [
+                "type",
+                "color",
+                "duration_s",
+                "spec_version",
+                "format",
+                "voice",
+                "provider",
+                "model",
+                "object",
+                "mode",
+                "gen_provider",
+                "url",
+                "prompt",
+            ]
+        )
+    )
     if target == "type":
         spec["layers"][i]["type"] = bad_string(draw)
         return Bad(spec, f"layers[{i}].type", "metachar")
@@ -384,7 +484,12 @@ def m_metachar_string(draw: Any, spec: dict[str, Any]) -> Bad:
         spec["output"] = {"master": {"format": draw(st.sampled_from(["wav;[a]", "wav'", "mp3", "wav:x"]))}}
         return Bad(spec, "output.master.format", "metachar")
     if target in ("voice", "provider", "model"):
-        layer = {"type": "speech", "text": "hi; [a] 'b'", "provider": "espeak", target: bad_string(draw, token=True)}
+        layer = {
+            "type": "speech",
+            "text": "hi; [a] 'b'",
+            "provider": "espeak",
+            target: bad_string(draw, token=True),
+        }
         spec["layers"][i] = layer
         return Bad(spec, f"layers[{i}].{target}", "metachar")
     if target == "object":
@@ -392,11 +497,27 @@ def m_metachar_string(draw: Any, spec: dict[str, Any]) -> Bad:
         return Bad(spec, f"layers[{i}].object", "metachar")
     if target in ("mode", "gen_provider"):
         key = "mode" if target == "mode" else "provider"
-        spec["layers"][i] = {"type": "music", "generate": {"prompt": "rain; [a]", key: bad_string(draw, token=True)}}
+        spec["layers"][i] = {
+            "type": "music",
+            "generate": {"prompt": "rain; [a]", key: bad_string(draw, token=True)},
+        }
         return Bad(spec, f"layers[{i}].generate.{key}", "metachar")
     if target == "url":
-        spec["layers"][i] = {"type": "music", "url": draw(st.sampled_from(
-            ["ftp://x/a.mp3", "file:///etc/passwd", "javascript:alert(1)", ";[a]", "http://", "not a url"]))}
+        spec["layers"][i] = {
+            "type": "music",
+            "url": draw(
+                st.sampled_from(
+                    [
+                        "ftp://x/a.mp3",
+                        "file:///etc/passwd",
+                        "javascript:alert(1)",
+                        ";[a]",
+                        "http://",
+                        "not a url",
+                    ]
+                )
+            ),
+        }
         return Bad(spec, f"layers[{i}].url", "metachar")
     # prompt: the free-text field; empty or too long is the error (metacharacters in it are fine)
     spec["layers"][i] = {"type": "music", "generate": {"prompt": draw(st.sampled_from(["", "x;[a]" * 500]))}}
@@ -405,18 +526,43 @@ def m_metachar_string(draw: Any, spec: dict[str, Any]) -> Bad:
 
 def m_cross_field(draw: Any, spec: dict[str, Any]) -> Bad:
     i = draw(st.integers(0, len(spec["layers"]) - 1))
-    rule = draw(st.sampled_from(["both_beats", "no_beat", "schedule_order", "carrier_plus_beat", "fades",
-                                 "start_after_end", "preview_both", "fit_no_speech", "music_sources",
-                                 "empty_layers", "empty_schedule", "sample_rate", "bit_depth"]))
+    rule = draw(
+        st.sampled_from(
+            [
+                "both_beats",
+                "no_beat",
+                "schedule_order",
+                "carrier_plus_beat",
+                "fades",
+                "start_after_end",
+                "preview_both",
+                "fit_no_speech",
+                "music_sources",
+                "empty_layers",
+                "empty_schedule",
+                "sample_rate",
+                "bit_depth",
+            ]
+        )
+    )
     if rule == "both_beats":
-        spec["layers"][i] = {"type": "binaural", "carrier_hz": 200, "beat_hz": 5, "schedule": [{"t_s": 0, "beat_hz": 5}]}
+        spec["layers"][i] = {
+            "type": "binaural",
+            "carrier_hz": 200,
+            "beat_hz": 5,
+            "schedule": [{"t_s": 0, "beat_hz": 5}],
+        }
         return Bad(spec, f"layers[{i}].beat_hz", rule)
     if rule == "no_beat":
         spec["layers"][i] = {"type": "binaural", "carrier_hz": 200}
         return Bad(spec, f"layers[{i}].beat_hz", rule)
     if rule == "schedule_order":
         t = draw(st.sampled_from([[0, 0], [1, 0.5], [0, 2, 1]]))
-        spec["layers"][i] = {"type": "binaural", "carrier_hz": 200, "schedule": [{"t_s": x, "beat_hz": 5} for x in t]}
+        spec["layers"][i] = {
+            "type": "binaural",
+            "carrier_hz": 200,
+            "schedule": [{"t_s": x, "beat_hz": 5} for x in t],
+        }
         return Bad(spec, f"layers[{i}].schedule", rule)
     if rule == "carrier_plus_beat":
         spec["layers"][i] = {"type": "binaural", "carrier_hz": 19990, "beat_hz": 10.5}
@@ -491,9 +637,20 @@ def m_legacy(draw: Any, spec: dict[str, Any]) -> Bad:
 
 
 MUTATIONS: list[Callable[[Any, dict[str, Any]], Bad]] = [
-    m_wrong_type, m_out_of_range, m_negative_duration, m_beat_out_of_range, m_unknown_layer_type,
-    m_missing_field, m_extra_field, m_extra_nesting, m_huge_array, m_metachar_string, m_cross_field,
-    m_layer_not_object, m_version, m_legacy,
+    m_wrong_type,
+    m_out_of_range,
+    m_negative_duration,
+    m_beat_out_of_range,
+    m_unknown_layer_type,
+    m_missing_field,
+    m_extra_field,
+    m_extra_nesting,
+    m_huge_array,
+    m_metachar_string,
+    m_cross_field,
+    m_layer_not_object,
+    m_version,
+    m_legacy,
 ]
 
 
@@ -511,10 +668,19 @@ def invalid_payload() -> st.SearchStrategy[Bad]:
     return invalid_batch(1).map(lambda b: b[0])
 
 
-JUNK = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-                         st.sampled_from(["spec_version", "duration_s", "layers", "type", "prompt", "x"]) | st.text(
-                             max_size=5), inner, max_size=5), max_leaves=20)
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["spec_version", "duration_s", "layers", "type", "prompt", "x"])
+            | st.text(max_size=5),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=20,
+)
 
 
 @st.composite
@@ -531,15 +697,22 @@ def names_field(message: str, bad: Bad) -> bool:
     if message.startswith(f"invalid payload: {bad.field}: "):
         return True
     return bad.kind == "extra_nesting" and message.startswith(
-        (f"invalid payload: {bad.field}.", f"invalid payload: {bad.field}["))
+        (f"invalid payload: {bad.field}.", f"invalid payload: {bad.field}[")
+    )
 
 
 def collect(strategy: st.SearchStrategy[Any], n: int) -> list[Any]:
     """``n`` examples of ``strategy``, the same ones on every run (derandomized, no database)."""
     out: list[Any] = []
 
-    @settings(max_examples=n, derandomize=True, database=None, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=n,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def gather(x: Any) -> None:
         out.append(x)

@@ -55,16 +55,21 @@ def test_thousands_of_generated_payloads_through_the_real_queue(conn, fleet, s3,
     env = pipeline_env(s3, tmp_path, MAX_CONCURRENT_JOBS=3, LOG_LEVEL="info")
     workers = [fleet.start(**env) for _ in range(2)]
     deadline = time.monotonic() + 180
-    while conn.execute("select count(*) from audio_queue.jobs where status in ('pending', 'queued', 'processing')"
-                       ).fetchone()[0]:
+    while conn.execute(
+        "select count(*) from audio_queue.jobs where status in ('pending', 'queued', 'processing')"
+    ).fetchone()[0]:
         dead = [w for w in workers if w.proc.poll() is not None]
         assert not dead, f"a worker exited ({dead[0].proc.returncode}):\n{dead[0].log[-3000:]}"
         assert time.monotonic() < deadline, "jobs still waiting after 180 s"
         time.sleep(0.25)
     assert all(w.proc.poll() is None for w in workers), "a worker exited"
 
-    rows = {r["id"]: r for r in conn.cursor(row_factory=dict_row).execute(
-        "select id, status, attempts, error_message, result from audio_queue.jobs").fetchall()}
+    rows = {
+        r["id"]: r
+        for r in conn.cursor(row_factory=dict_row)
+        .execute("select id, status, attempts, error_message, result from audio_queue.jobs")
+        .fetchall()
+    }
     problems: list[str] = []
     stored: set[str] = set()
     for jid, (kind, case) in zip(ids, cases):
@@ -72,15 +77,22 @@ def test_thousands_of_generated_payloads_through_the_real_queue(conn, fleet, s3,
         if kind == "bad":
             msg = row["error_message"] or ""
             if row["status"] != "failed" or row["attempts"] != 1 or not names_field(msg, case):
-                problems.append(f"{case.kind} (broke {case.field}): {row['status']}, attempts {row['attempts']}, "
-                                f"{msg[:200]!r}; payload {json.dumps(case.payload)[:300]}")
+                problems.append(
+                    f"{case.kind} (broke {case.field}): {row['status']}, attempts {row['attempts']}, "
+                    f"{msg[:200]!r}; payload {json.dumps(case.payload)[:300]}"
+                )
         else:
             if row["status"] != "completed" or row["attempts"] != 1:
-                problems.append(f"valid spec {row['status']}, attempts {row['attempts']}: "
-                                f"{row['error_message']!r}; spec {json.dumps(case)}")
+                problems.append(
+                    f"valid spec {row['status']}, attempts {row['attempts']}: "
+                    f"{row['error_message']!r}; spec {json.dumps(case)}"
+                )
                 continue
             r = row["result"]
-            stored |= {f"{r['master']['bucket']}/{r['master']['key']}", f"{r['preview']['bucket']}/{r['preview']['key']}"}
+            stored |= {
+                f"{r['master']['bucket']}/{r['master']['key']}",
+                f"{r['preview']['bucket']}/{r['preview']['key']}",
+            }
     assert not problems, f"{len(problems)} of {len(cases)} jobs went wrong:\n" + "\n".join(problems[:25])
 
     # both objects of every completed job are stored, and nothing else (failed jobs left nothing)
@@ -100,13 +112,15 @@ def _enqueue(conn: psycopg.Connection, payloads: list[object]) -> list[object]:
     others = [(i, p) for i, p in enumerate(payloads) if not isinstance(p, dict)]
     ids: dict[int, object] = {}
     for i, jid in conn.execute(
-            "select (t.e ->> 0)::int, audio_queue.enqueue_job(t.e -> 1) "
-            "from jsonb_array_elements(%s::jsonb) with ordinality as t(e, n) order by n",
-            (json.dumps(objects),)).fetchall():
+        "select (t.e ->> 0)::int, audio_queue.enqueue_job(t.e -> 1) "
+        "from jsonb_array_elements(%s::jsonb) with ordinality as t(e, n) order by n",
+        (json.dumps(objects),),
+    ).fetchall():
         ids[i] = jid
     for i, p in others:
-        ids[i] = conn.execute("insert into audio_queue.jobs (payload) values (%s::jsonb) returning id",
-                              (json.dumps(p),)).fetchone()[0]
+        ids[i] = conn.execute(
+            "insert into audio_queue.jobs (payload) values (%s::jsonb) returning id", (json.dumps(p),)
+        ).fetchone()[0]
     return [ids[i] for i in range(len(payloads))]
 
 

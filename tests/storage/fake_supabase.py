@@ -21,14 +21,22 @@ NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
 def error_xml(code: str, message: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?><Error xmlns="{NS}"><Code>{code}</Code>'
-            f"<Message>{message}</Message></Error>").encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error xmlns="{NS}"><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    ).encode()
 
 
 class FakeSupabaseS3:
-    def __init__(self, *, buckets: tuple[str, ...] = ("audio-files",), access_key_id: str = "test-access-key-id",
-                 max_put_bytes: int = 50 * 1024 * 1024, html_413: bool = False,
-                 max_object_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        buckets: tuple[str, ...] = ("audio-files",),
+        access_key_id: str = "test-access-key-id",
+        max_put_bytes: int = 50 * 1024 * 1024,
+        html_413: bool = False,
+        max_object_bytes: int | None = None,
+    ) -> None:
         self.objects: dict[tuple[str, str], tuple[bytes, str]] = {}
         self.buckets = set(buckets)
         self.access_key_id = access_key_id
@@ -74,7 +82,9 @@ class FakeSupabaseS3:
                 length = int(self.headers.get("Content-Length") or 0)
                 if self.command == "PUT" and "uploadId" not in self.path and length > fake.max_put_bytes:
                     parts = urlsplit(self.path)
-                    fake.requests.append((self.command, parts.path, parts.query, self.headers.get("Content-Type")))
+                    fake.requests.append(
+                        (self.command, parts.path, parts.query, self.headers.get("Content-Type"))
+                    )
                     self.too_large()
                     self.close_connection = True
                     return False
@@ -82,11 +92,17 @@ class FakeSupabaseS3:
 
             def too_large(self) -> None:
                 if fake.html_413:
-                    self.reply(413, b"<html><body><h1>413 Request Entity Too Large</h1></body></html>",
-                               {"Content-Type": "text/html"})
+                    self.reply(
+                        413,
+                        b"<html><body><h1>413 Request Entity Too Large</h1></body></html>",
+                        {"Content-Type": "text/html"},
+                    )
                 else:
-                    self.reply(413, error_xml("EntityTooLarge", "The object exceeded the maximum allowed size"),
-                               {"Content-Type": "application/xml"})
+                    self.reply(
+                        413,
+                        error_xml("EntityTooLarge", "The object exceeded the maximum allowed size"),
+                        {"Content-Type": "application/xml"},
+                    )
 
             def handle_one(self) -> None:
                 parts = urlsplit(self.path)
@@ -103,8 +119,9 @@ class FakeSupabaseS3:
                 if f"Credential={fake.access_key_id}/" not in self.headers.get("Authorization", ""):
                     return self.reply(403, error_xml("AccessDenied", "Invalid signature"))
                 if bucket not in fake.buckets:
-                    return self.reply(404, b"" if self.command == "HEAD" else
-                                      error_xml("NoSuchBucket", "Bucket not found"))
+                    return self.reply(
+                        404, b"" if self.command == "HEAD" else error_xml("NoSuchBucket", "Bucket not found")
+                    )
                 xml = (content_type or "").startswith("application/xml")
                 if self.command == "HEAD" and not key:
                     return self.reply(200)
@@ -116,9 +133,14 @@ class FakeSupabaseS3:
                     upload_id = uuid.uuid4().hex
                     fake.uploads[upload_id] = {}
                     fake.upload_types[upload_id] = content_type or "application/octet-stream"
-                    return self.reply(200, (f'<InitiateMultipartUploadResult xmlns="{NS}"><Bucket>{bucket}</Bucket>'
-                                            f"<Key>{key}</Key><UploadId>{upload_id}</UploadId>"
-                                            "</InitiateMultipartUploadResult>").encode())
+                    return self.reply(
+                        200,
+                        (
+                            f'<InitiateMultipartUploadResult xmlns="{NS}"><Bucket>{bucket}</Bucket>'
+                            f"<Key>{key}</Key><UploadId>{upload_id}</UploadId>"
+                            "</InitiateMultipartUploadResult>"
+                        ).encode(),
+                    )
                 upload_id = query.get("uploadId", [None])[0]
                 if upload_id is not None and upload_id not in fake.uploads:
                     return self.reply(404, error_xml("NoSuchUpload", "Upload not found"))
@@ -126,17 +148,28 @@ class FakeSupabaseS3:
                     fake.uploads[upload_id][int(query["partNumber"][0])] = body
                     total = sum(len(b) for b in fake.uploads[upload_id].values())
                     if fake.max_object_bytes is not None and total > fake.max_object_bytes:
-                        return self.reply(413, error_xml("EntityTooLarge", "The object exceeded the maximum allowed size"))
+                        return self.reply(
+                            413, error_xml("EntityTooLarge", "The object exceeded the maximum allowed size")
+                        )
                     return self.reply(200, headers={"ETag": f'"{uuid.uuid4().hex}"'})
                 if self.command == "POST" and upload_id:
-                    numbers = [int(n) for n in re.findall(rb"<PartNumber>(\d+)</PartNumber>", body if xml else b"")]
+                    numbers = [
+                        int(n) for n in re.findall(rb"<PartNumber>(\d+)</PartNumber>", body if xml else b"")
+                    ]
                     if not numbers:
                         return self.reply(400, error_xml("InvalidRequest", "No parts given"))
                     parts_ = fake.uploads.pop(upload_id)
-                    fake.objects[(bucket, key)] = (b"".join(parts_[n] for n in numbers),
-                                                   fake.upload_types.pop(upload_id))
-                    return self.reply(200, (f'<CompleteMultipartUploadResult xmlns="{NS}"><Key>{key}</Key>'
-                                            '<ETag>"x"</ETag></CompleteMultipartUploadResult>').encode())
+                    fake.objects[(bucket, key)] = (
+                        b"".join(parts_[n] for n in numbers),
+                        fake.upload_types.pop(upload_id),
+                    )
+                    return self.reply(
+                        200,
+                        (
+                            f'<CompleteMultipartUploadResult xmlns="{NS}"><Key>{key}</Key>'
+                            '<ETag>"x"</ETag></CompleteMultipartUploadResult>'
+                        ).encode(),
+                    )
                 if self.command == "DELETE" and upload_id:
                     fake.uploads.pop(upload_id, None)
                     return self.reply(204)

@@ -19,20 +19,26 @@ class LeaseLost(Exception):
     """Stands in for the queue refusing a job's completion."""
 
 
-def test_refused_completion_deletes_master_and_preview(s3: S3Server, storage: Storage,
-                                                       make_file: Callable[[str, int], Path]) -> None:
+def test_refused_completion_deletes_master_and_preview(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     before = (s3.keys(), s3.keys(s3.preview_bucket))
     with pytest.raises(LeaseLost):
         with storage.cleanup_on_failure() as batch:
-            batch.upload_file(make_file("m.wav", 11 * MiB), bucket=s3.bucket, key=storage.object_key("j1", "wav"))
-            batch.upload_file(make_file("p.mp3", 1000), bucket=s3.preview_bucket, key=storage.object_key("j1", "mp3"))
+            batch.upload_file(
+                make_file("m.wav", 11 * MiB), bucket=s3.bucket, key=storage.object_key("j1", "wav")
+            )
+            batch.upload_file(
+                make_file("p.mp3", 1000), bucket=s3.preview_bucket, key=storage.object_key("j1", "mp3")
+            )
             assert len(s3.keys()) == len(before[0]) + 1
             raise LeaseLost
     assert (s3.keys(), s3.keys(s3.preview_bucket)) == before
 
 
-def test_failure_after_first_upload_deletes_it(s3: S3Server, storage: Storage,
-                                               make_file: Callable[[str, int], Path]) -> None:
+def test_failure_after_first_upload_deletes_it(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     before = s3.keys()
     with pytest.raises(PermanentError, match="does not exist"):
         with storage.cleanup_on_failure() as batch:
@@ -41,9 +47,12 @@ def test_failure_after_first_upload_deletes_it(s3: S3Server, storage: Storage,
     assert s3.keys() == before
 
 
-def test_delete_objects_is_idempotent_and_quiet(s3: S3Server, storage: Storage,
-                                                make_file: Callable[[str, int], Path]) -> None:
-    stored = storage.upload_file(make_file("a.flac", 1000), bucket=s3.bucket, key=storage.object_key("j3", "flac"))
+def test_delete_objects_is_idempotent_and_quiet(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
+    stored = storage.upload_file(
+        make_file("a.flac", 1000), bucket=s3.bucket, key=storage.object_key("j3", "flac")
+    )
     ghost = stored.model_copy(update={"key": "generated/never-uploaded.wav"})
     elsewhere = stored.model_copy(update={"bucket": "missing-bucket-z"})
     storage.delete_objects([stored, ghost, elsewhere])
@@ -51,12 +60,14 @@ def test_delete_objects_is_idempotent_and_quiet(s3: S3Server, storage: Storage,
     assert stored.key not in s3.keys()
 
 
-def test_discard_after_refused_completion(s3: S3Server, storage: Storage,
-                                          make_file: Callable[[str, int], Path]) -> None:
+def test_discard_after_refused_completion(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     """The pipeline may learn of a lost lease from a return value rather than an exception."""
     with storage.cleanup_on_failure() as batch:
-        stored: StoredObject = batch.upload_file(make_file("m.wav", 1000), bucket=s3.bucket,
-                                                 key=storage.object_key("j4", "wav"))
+        stored: StoredObject = batch.upload_file(
+            make_file("m.wav", 1000), bucket=s3.bucket, key=storage.object_key("j4", "wav")
+        )
         completed = False  # e.g. complete_job() returned False: the lease was lost
         if not completed:
             batch.discard()

@@ -14,7 +14,7 @@ from loguru import logger
 from tests.storage.conftest import MiB
 from tests.support.s3 import S3Server
 from worker.errors import RetryableError
-from worker.ports import free_port
+from worker.local.ports import free_port
 from worker.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,10 +35,13 @@ def warnings() -> Iterator[list[str]]:
 
 
 def test_outage_mid_job_retries_then_retryable_error_then_recovers(
-        outage_s3: S3Server, make_file: Callable[[str, int], Path], warnings: list[str]) -> None:
+    outage_s3: S3Server, make_file: Callable[[str, int], Path], warnings: list[str]
+) -> None:
     s3 = outage_s3
     storage = Storage(s3.settings(storage_upload_attempts=3, storage_retry_delay_ms=50))
-    master = storage.upload_file(make_file("m.wav", 11 * MiB), bucket=s3.bucket, key=storage.object_key("j", "wav"))
+    master = storage.upload_file(
+        make_file("m.wav", 11 * MiB), bucket=s3.bucket, key=storage.object_key("j", "wav")
+    )
     preview_path = make_file("p.mp3", 200_000)
 
     s3.disconnect()
@@ -53,15 +56,18 @@ def test_outage_mid_job_retries_then_retryable_error_then_recovers(
 
     s3.reconnect()
     preview = storage.upload_file(preview_path, bucket=s3.preview_bucket, key=storage.object_key("j", "mp3"))
-    assert s3.client().get_object(Bucket=s3.preview_bucket, Key=preview.key)["Body"].read() == \
-        preview_path.read_bytes()
+    assert (
+        s3.client().get_object(Bucket=s3.preview_bucket, Key=preview.key)["Body"].read()
+        == preview_path.read_bytes()
+    )
     storage.delete_objects([master, preview])
     assert master.key not in s3.keys() and preview.key not in s3.keys(s3.preview_bucket)
     assert not s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads")  # nothing half-done left
 
 
-def test_short_outage_is_ridden_out_by_retries(outage_s3: S3Server,
-                                               make_file: Callable[[str, int], Path]) -> None:
+def test_short_outage_is_ridden_out_by_retries(
+    outage_s3: S3Server, make_file: Callable[[str, int], Path]
+) -> None:
     s3 = outage_s3
     storage = Storage(s3.settings(storage_upload_attempts=5, storage_retry_delay_ms=200))
     path = make_file("m.flac", 11 * MiB)
@@ -73,22 +79,27 @@ def test_short_outage_is_ridden_out_by_retries(outage_s3: S3Server,
 
 def test_closed_port_fails_fast_with_retryable_error(make_file: Callable[[str, int], Path]) -> None:
     with S3Server() as s3:
-        settings = s3.settings(storage_s3_endpoint=f"http://127.0.0.1:{free_port()}", storage_upload_attempts=2)
+        settings = s3.settings(
+            storage_s3_endpoint=f"http://127.0.0.1:{free_port()}", storage_upload_attempts=2
+        )
     started = time.monotonic()
     with pytest.raises(RetryableError):
-        Storage(settings).upload_file(make_file("a.wav", 1000), bucket=settings.master_bucket, key="generated/a.wav")
+        Storage(settings).upload_file(
+            make_file("a.wav", 1000), bucket=settings.master_bucket, key="generated/a.wav"
+        )
     assert time.monotonic() - started < 5
     assert "unreachable" in Storage(settings).check()[0]
 
 
-def test_cut_while_parts_are_in_flight_resends_them_whole(outage_s3: S3Server,
-                                                          make_file: Callable[[str, int], Path],
-                                                          warnings: list[str]) -> None:
+def test_cut_while_parts_are_in_flight_resends_them_whole(
+    outage_s3: S3Server, make_file: Callable[[str, int], Path], warnings: list[str]
+) -> None:
     """Connections cut mid-multipart: each interrupted part is sent again from its slice of the
     file, and the stored object is byte-for-byte the file with the sha256 the result records."""
     s3 = outage_s3
-    storage = Storage(s3.settings(storage_upload_attempts=6, storage_retry_delay_ms=150,
-                                  storage_multipart_concurrency=3))
+    storage = Storage(
+        s3.settings(storage_upload_attempts=6, storage_retry_delay_ms=150, storage_multipart_concurrency=3)
+    )
     path = make_file("long.wav", 60 * MiB)
     watcher = s3.client()
 
@@ -96,7 +107,9 @@ def test_cut_while_parts_are_in_flight_resends_them_whole(outage_s3: S3Server,
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             for upload in watcher.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", []):
-                if watcher.list_parts(Bucket=s3.bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts"):
+                if watcher.list_parts(Bucket=s3.bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get(
+                    "Parts"
+                ):
                     s3.disconnect()
                     time.sleep(0.4)
                     s3.reconnect()

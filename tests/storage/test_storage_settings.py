@@ -8,9 +8,19 @@ from pydantic import ValidationError
 from worker.storage import Storage, StorageSettings
 
 pytestmark = pytest.mark.timeout(30)
-ENV = ("SUPABASE_URL", "STORAGE_S3_ENDPOINT", "STORAGE_S3_REGION", "STORAGE_S3_ACCESS_KEY_ID",
-       "STORAGE_S3_SECRET_ACCESS_KEY", "SUPABASE_STORAGE_BUCKET", "STORAGE_PREVIEW_BUCKET", "STORAGE_PATH_PREFIX",
-       "STORAGE_URL_MODE", "STORAGE_SIGNED_URL_TTL_S", "STORAGE_MULTIPART_THRESHOLD_MB")
+ENV = (
+    "SUPABASE_URL",
+    "STORAGE_S3_ENDPOINT",
+    "STORAGE_S3_REGION",
+    "STORAGE_S3_ACCESS_KEY_ID",
+    "STORAGE_S3_SECRET_ACCESS_KEY",
+    "SUPABASE_STORAGE_BUCKET",
+    "STORAGE_PREVIEW_BUCKET",
+    "STORAGE_PATH_PREFIX",
+    "STORAGE_URL_MODE",
+    "STORAGE_SIGNED_URL_TTL_S",
+    "STORAGE_MULTIPART_THRESHOLD_MB",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -42,17 +52,26 @@ def test_self_hosted_url_and_explicit_endpoint(monkeypatch: pytest.MonkeyPatch) 
     assert settings.preview_bucket == "previews"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({}, "set SUPABASE_URL or STORAGE_S3_ENDPOINT"),
-    ({"storage_s3_endpoint": "http://s3.local"}, "needs SUPABASE_URL"),
-    ({"supabase_url": "ftp://x"}, r"http\(s\) URL"),
-    ({"supabase_url": "https://r.supabase.co", "storage_url_mode": "presigned"}, "public"),
-    ({"supabase_url": "https://r.supabase.co", "storage_multipart_threshold_mb": 4}, "greater than or equal to 5"),
-    ({"supabase_url": "https://r.supabase.co", "storage_signed_url_ttl_s": 604801}, "less than or equal"),
-    ({"supabase_url": "https://r.supabase.co", "storage_upload_attempts": 0}, "greater than or equal to 1"),
-    ({"supabase_url": "https://r.supabase.co", "supabase_storage_bucket": "bad/bucket"}, "bucket name"),
-    ({"supabase_url": "https://r.supabase.co", "storage_path_prefix": "a/../b"}, "STORAGE_PATH_PREFIX"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({}, "set SUPABASE_URL or STORAGE_S3_ENDPOINT"),
+        ({"storage_s3_endpoint": "http://s3.local"}, "needs SUPABASE_URL"),
+        ({"supabase_url": "ftp://x"}, r"http\(s\) URL"),
+        ({"supabase_url": "https://r.supabase.co", "storage_url_mode": "presigned"}, "public"),
+        (
+            {"supabase_url": "https://r.supabase.co", "storage_multipart_threshold_mb": 4},
+            "greater than or equal to 5",
+        ),
+        ({"supabase_url": "https://r.supabase.co", "storage_signed_url_ttl_s": 604801}, "less than or equal"),
+        (
+            {"supabase_url": "https://r.supabase.co", "storage_upload_attempts": 0},
+            "greater than or equal to 1",
+        ),
+        ({"supabase_url": "https://r.supabase.co", "supabase_storage_bucket": "bad/bucket"}, "bucket name"),
+        ({"supabase_url": "https://r.supabase.co", "storage_path_prefix": "a/../b"}, "STORAGE_PATH_PREFIX"),
+    ],
+)
 def test_invalid_settings_are_refused_with_a_reason(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         StorageSettings(**overrides)  # type: ignore[arg-type]

@@ -24,10 +24,15 @@ SECRET = "sb-secret-VERY-PRIVATE-0123456789"
 
 def settings_for(fake: FakeSupabaseS3, **overrides: Any) -> StorageSettings:
     values: dict[str, Any] = dict(
-        supabase_url="http://127.0.0.1:54321", storage_s3_endpoint=fake.endpoint,
-        storage_s3_access_key_id="test-access-key-id", storage_s3_secret_access_key=SECRET,
-        storage_multipart_threshold_mb=5, storage_multipart_part_mb=5, storage_upload_attempts=3,
-        storage_retry_delay_ms=10)
+        supabase_url="http://127.0.0.1:54321",
+        storage_s3_endpoint=fake.endpoint,
+        storage_s3_access_key_id="test-access-key-id",
+        storage_s3_secret_access_key=SECRET,
+        storage_multipart_threshold_mb=5,
+        storage_multipart_part_mb=5,
+        storage_upload_attempts=3,
+        storage_retry_delay_ms=10,
+    )
     return StorageSettings(**(values | overrides))
 
 
@@ -47,9 +52,14 @@ def error_texts(exc: BaseException) -> str:
 
 def test_plain_botocore_reads_no_error_code_from_supabase(fake: FakeSupabaseS3) -> None:
     """Why the hook exists: without it Supabase's namespaced error XML yields an empty code."""
-    client = boto3.client("s3", endpoint_url=fake.endpoint, region_name="us-east-1",
-                          aws_access_key_id="wrong-key", aws_secret_access_key="x",
-                          config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=fake.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="wrong-key",
+        aws_secret_access_key="x",
+        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+    )
     with pytest.raises(ClientError) as caught:
         client.head_object(Bucket="audio-files", Key="x")
     assert caught.value.response["Error"]["Code"] in {"", "403"}
@@ -57,7 +67,8 @@ def test_plain_botocore_reads_no_error_code_from_supabase(fake: FakeSupabaseS3) 
 
 @pytest.mark.parametrize("html", [False, True], ids=["supabase-xml", "proxy-html"])
 def test_oversize_single_put_fails_with_flac_hint_without_retrying(
-        html: bool, make_file: Callable[[str, int], Path]) -> None:
+    html: bool, make_file: Callable[[str, int], Path]
+) -> None:
     with FakeSupabaseS3(max_put_bytes=1 * MiB, html_413=html) as fake:
         storage = Storage(settings_for(fake))
         with pytest.raises(PermanentError) as caught:
@@ -68,8 +79,9 @@ def test_oversize_single_put_fails_with_flac_hint_without_retrying(
         assert not fake.objects
 
 
-def test_large_master_goes_multipart_and_is_accepted(fake: FakeSupabaseS3,
-                                                     make_file: Callable[[str, int], Path]) -> None:
+def test_large_master_goes_multipart_and_is_accepted(
+    fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]
+) -> None:
     """11 MiB > the fake's 6 MiB single-PUT limit: multipart (with XML Content-Type) gets it through."""
     path = make_file("master.wav", 11 * MiB)
     stored = Storage(settings_for(fake)).upload_file(path, bucket="audio-files", key="generated/master.wav")
@@ -83,8 +95,9 @@ def test_large_master_goes_multipart_and_is_accepted(fake: FakeSupabaseS3,
     assert sum(1 for r in fake.requests if r[0] == "PUT") == 3
 
 
-def test_small_files_are_stored_with_their_content_type(fake: FakeSupabaseS3,
-                                                        make_file: Callable[[str, int], Path]) -> None:
+def test_small_files_are_stored_with_their_content_type(
+    fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]
+) -> None:
     storage = Storage(settings_for(fake))
     for name, expected in {"p.mp3": "audio/mpeg", "m.flac": "audio/flac", "m.wav": "audio/wav"}.items():
         storage.upload_file(make_file(name, 1000), bucket="audio-files", key=f"generated/{name}")
@@ -93,14 +106,18 @@ def test_small_files_are_stored_with_their_content_type(fake: FakeSupabaseS3,
 
 def test_delete_objects_really_deletes(fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]) -> None:
     storage = Storage(settings_for(fake))
-    objs = [storage.upload_file(make_file(n, 100), bucket="audio-files", key=f"generated/{n}") for n in ("a.wav", "b.mp3")]
+    objs = [
+        storage.upload_file(make_file(n, 100), bucket="audio-files", key=f"generated/{n}")
+        for n in ("a.wav", "b.mp3")
+    ]
     storage.delete_objects(objs)
     assert not fake.objects
     assert [r[3] for r in fake.requests if r[0] == "POST"] == ["application/xml"]
 
 
 def test_wrong_key_is_permanent_says_what_to_fix_and_never_shows_the_secret(
-        fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]) -> None:
+    fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]
+) -> None:
     logs: list[str] = []
     handler = logger.add(lambda m: logs.append(str(m)), level="DEBUG")
     try:
@@ -114,11 +131,15 @@ def test_wrong_key_is_permanent_says_what_to_fix_and_never_shows_the_secret(
     assert "access denied" in message and "AccessDenied" in message  # code parsed through the namespace
     assert "STORAGE_S3_ACCESS_KEY_ID" in message
     assert problems and "access denied" in problems[0]
-    everything = error_texts(caught.value) + "\n".join(problems + logs) + repr(storage) + repr(storage.settings)
+    everything = (
+        error_texts(caught.value) + "\n".join(problems + logs) + repr(storage) + repr(storage.settings)
+    )
     assert SECRET not in everything
 
 
-def test_secret_absent_from_every_storage_error(fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]) -> None:
+def test_secret_absent_from_every_storage_error(
+    fake: FakeSupabaseS3, make_file: Callable[[str, int], Path]
+) -> None:
     small, big = make_file("s.wav", 100), make_file("b.wav", 7 * MiB)
     cases = [  # (settings overrides, file, bucket)
         ({}, small, "no-such-bucket"),
@@ -143,7 +164,8 @@ def test_check_reports_missing_bucket(fake: FakeSupabaseS3) -> None:
 
 
 def test_master_over_the_plan_limit_fails_multipart_with_hint_and_leaves_nothing(
-        make_file: Callable[[str, int], Path]) -> None:
+    make_file: Callable[[str, int], Path],
+) -> None:
     with FakeSupabaseS3(max_put_bytes=6 * MiB, max_object_bytes=8 * MiB) as fake:
         storage = Storage(settings_for(fake, storage_multipart_concurrency=1))
         with pytest.raises(PermanentError, match="flac or 16-bit") as caught:

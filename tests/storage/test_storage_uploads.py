@@ -26,8 +26,9 @@ def fetch(s3: S3Server, bucket: str, key: str) -> tuple[bytes, str, str]:
     return obj["Body"].read(), obj["ContentType"], obj["ETag"]
 
 
-def test_single_put_stores_bytes_content_type_and_checksum(s3: S3Server, storage: Storage,
-                                                          make_file: Callable[[str, int], Path]) -> None:
+def test_single_put_stores_bytes_content_type_and_checksum(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     path = make_file("small.wav", 300_000)
     key = storage.object_key("job-1", "wav", timestamp_ms=1700000000123)
     stored = storage.upload_file(path, bucket=s3.bucket, key=key)
@@ -42,7 +43,9 @@ def test_single_put_stores_bytes_content_type_and_checksum(s3: S3Server, storage
     assert stored.url == f"https://example-ref.supabase.co/storage/v1/object/public/{s3.bucket}/{key}"
 
 
-def test_multipart_above_threshold(s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]) -> None:
+def test_multipart_above_threshold(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     path = make_file("master.flac", 11 * MiB)
     stored = storage.upload_file(path, bucket=s3.bucket, key=storage.object_key("job-2", "flac"))
 
@@ -58,14 +61,29 @@ def test_real_audio_files_get_their_content_types(s3: S3Server, storage: Storage
     expected = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg"}
     for ext, content_type in expected.items():
         path = tmp_path / f"tone.{ext}"
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                        "sine=frequency=440:duration=0.5", str(path)], check=True, timeout=30)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:duration=0.5",
+                str(path),
+            ],
+            check=True,
+            timeout=30,
+        )
         stored = storage.upload_file(path, bucket=s3.preview_bucket, key=storage.object_key("job-3", ext))
         data, stored_type, _ = fetch(s3, s3.preview_bucket, stored.key)
         assert (stored_type, stored.content_type, data) == (content_type, content_type, path.read_bytes())
 
 
-def test_explicit_content_type_wins(s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]) -> None:
+def test_explicit_content_type_wins(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     path = make_file("render.bin", 1000)
     stored = storage.upload_file(path, bucket=s3.bucket, key="generated/x.bin", content_type="audio/wav")
     assert fetch(s3, s3.bucket, stored.key)[1] == "audio/wav"
@@ -90,8 +108,9 @@ def test_object_keys_are_unique_and_prefixed(s3: S3Server) -> None:
         storage.object_key("../etc", "wav")
 
 
-def test_missing_bucket_is_permanent_and_named(s3: S3Server, storage: Storage,
-                                               make_file: Callable[[str, int], Path]) -> None:
+def test_missing_bucket_is_permanent_and_named(
+    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
+) -> None:
     with pytest.raises(PermanentError, match="bucket 'no-such-bucket-x' does not exist"):
         storage.upload_file(make_file("a.wav", 10), bucket="no-such-bucket-x", key="generated/a.wav")
 
@@ -115,14 +134,21 @@ print(json.dumps({"peak": tracemalloc.get_traced_memory()[1], "sha256": stored.s
 """
 
 
-def test_multipart_upload_never_holds_a_part_in_memory(s3: S3Server, make_file: Callable[[str, int], Path]) -> None:
+def test_multipart_upload_never_holds_a_part_in_memory(
+    s3: S3Server, make_file: Callable[[str, int], Path]
+) -> None:
     """A long master (8 parts of 5 MiB, 4 in flight) costs the worker the same memory as a short one:
     parts are streamed from disk, so the upload's peak allocation stays below one part."""
     path = make_file("long.wav", 40 * MiB)
     values = s3.settings(storage_multipart_concurrency=4).model_dump(mode="json")
     values["storage_s3_secret_access_key"] = SECRET_ACCESS_KEY
-    out = subprocess.run([sys.executable, "-c", _UPLOAD_AND_REPORT_PEAK, json.dumps(values), str(path),
-                          "generated/long.wav"], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _UPLOAD_AND_REPORT_PEAK, json.dumps(values), str(path), "generated/long.wav"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     report = json.loads(out.stdout.strip().splitlines()[-1])
 
     data, _, etag = fetch(s3, s3.bucket, "generated/long.wav")

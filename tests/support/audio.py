@@ -33,8 +33,12 @@ def probe(path: Path | str) -> dict:
 
 
 def decode(
-    path: Path | str, *, sample_rate: int | None = None, channels: int | None = None,
-    start: float | None = None, duration: float | None = None,
+    path: Path | str,
+    *,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    start: float | None = None,
+    duration: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Decode to float32 samples shaped ``(frames, channels)`` via an ffmpeg pipe; returns
     ``(samples, sample_rate)``. Resamples / remixes only when asked."""

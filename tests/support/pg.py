@@ -3,7 +3,7 @@
 Order: TEST_DATABASE_URL (an admin URL) if set; else postgres@127.0.0.1:5432 if it answers; else
 ``initdb`` into a temp dir and start it on a free 127.0.0.1 port (as the ``postgres`` system user
 when run as root), stopped by pid at the end. Each test run works in a database of its own,
-dropped at the end. The machinery lives in :mod:`worker.localpg` (``python -m worker demo`` uses
+dropped at the end. The machinery lives in :mod:`worker.local.pg` (``python -m worker demo`` uses
 it too).
 """
 
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 
-from worker.localpg import LOCAL_URL, LocalDatabases
-from worker.localpg import TempCluster as _TempCluster
+from worker.local.pg import LOCAL_URL, LocalDatabases
+from worker.local.pg import TempCluster as _TempCluster
 
 __all__ = ["LOCAL_URL", "TempCluster", "TestDatabases"]
 
-HINT = ("no PostgreSQL server answers on 127.0.0.1:5432 and initdb is not installed; "
-        "run `bash .ci/test` (it installs PostgreSQL) or set TEST_DATABASE_URL")
+HINT = (
+    "no PostgreSQL server answers on 127.0.0.1:5432 and initdb is not installed; "
+    "run `bash .ci/test` (it installs PostgreSQL) or set TEST_DATABASE_URL"
+)
 
 
 class TempCluster(_TempCluster):

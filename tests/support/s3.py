@@ -23,7 +23,7 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from worker.ports import free_port
+from worker.local.ports import free_port
 from worker.storage import StorageSettings
 
 ACCESS_KEY_ID = "test-access-key-id"
@@ -152,7 +152,10 @@ class S3Server:
     def client(self) -> Any:
         """A plain boto3 client on the server, for arranging and inspecting state."""
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY_ID,
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
             config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
         )

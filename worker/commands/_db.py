@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import psycopg
 
 from worker.config import load_worker_settings
-from worker.db.connect import password_of, safe_dsn
+from worker.queue.db.connect import password_of, safe_dsn
 
 
 class CommandError(Exception):
@@ -23,8 +23,13 @@ def connect(prog: str) -> Iterator[psycopg.Connection]:
     url = load_worker_settings().database_url.get_secret_value()
     try:
         # prepare_threshold=None: also safe through Supabase's transaction pooler.
-        with psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=10,
-                             application_name=f"audio-worker {prog}") as conn:
+        with psycopg.connect(
+            url,
+            autocommit=True,
+            prepare_threshold=None,
+            connect_timeout=10,
+            application_name=f"audio-worker {prog}",
+        ) as conn:
             yield conn
     except psycopg.Error as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -15,13 +15,13 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from worker.config import WorkerSettings, describe_validation_error
-from worker.db.connect import password_of, plan_connections, safe_dsn
-from worker.db.migrate import required_version, schema_problem
-from worker.db.queries import q
 from worker.providers.settings import ProviderSettings
+from worker.queue.db.connect import password_of, plan_connections, safe_dsn
+from worker.queue.db.migrate import required_version, schema_problem
+from worker.queue.db.queries import q
 from worker.render.settings import RenderSettings
+from worker.render.toolcheck import check_tools
 from worker.storage import Storage, StorageSettings
-from worker.toolcheck import check_tools
 
 CONNECT_TIMEOUT_S = 5
 

@@ -23,11 +23,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from worker.db.queries import q
+from worker.queue.db.queries import q
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SPEC = REPO / "worker" / "render" / "examples" / "guided-meditation.json"
-HANDLER = "worker.pipeline:render_job"
+HANDLER = "worker.job.pipeline:render_job"
 FINAL = {"completed", "failed", "cancelled"}
 
 
@@ -36,14 +36,26 @@ def say(msg: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m worker demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("out"), help="where master and preview go (default ./out)")
-    ap.add_argument("--spec", type=Path, default=DEFAULT_SPEC,
-                    help="render spec to run (default worker/render/examples/guided-meditation.json)")
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the throwaway database (and its server) and the worker log")
-    ap.add_argument("--timeout", type=float, default=900, help="give up after this many seconds (default 900)")
+    ap = argparse.ArgumentParser(
+        prog="python -m worker demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path("out"), help="where master and preview go (default ./out)"
+    )
+    ap.add_argument(
+        "--spec",
+        type=Path,
+        default=DEFAULT_SPEC,
+        help="render spec to run (default worker/render/examples/guided-meditation.json)",
+    )
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the throwaway database (and its server) and the worker log"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=900, help="give up after this many seconds (default 900)"
+    )
     return ap
 
 
@@ -63,7 +75,7 @@ def main(argv: list[str]) -> int:
         print(f"demo: {args.spec}: {exc}", file=sys.stderr)
         return 1
 
-    from worker.demo_env import DemoEnvironment
+    from worker.local.demo_env import DemoEnvironment
 
     started = time.monotonic()
     env = DemoEnvironment(say=say).start()
@@ -71,14 +83,25 @@ def main(argv: list[str]) -> int:
     proc: subprocess.Popen[bytes] | None = None
     ok = False
     try:
-        from worker.db.migrate import migrate
+        from worker.queue.db.migrate import migrate
 
         migrate(env.database_url, log=lambda m: say(f"migrate: {m}"))
         with psycopg.connect(env.database_url, autocommit=True, prepare_threshold=None) as conn:
-            job_id = conn.execute(q("enqueue_job"), {
-                "payload": Jsonb(payload), "priority": 0, "run_at": None, "idempotency_key": None,
-                "max_attempts": 1, "track_id": None, "user_id": None}).fetchone()[0]
-            say(f"enqueued {args.spec.name} ({spec.duration_s:g} s, {len(spec.layers)} layers) as job {job_id}")
+            job_id = conn.execute(
+                q("enqueue_job"),
+                {
+                    "payload": Jsonb(payload),
+                    "priority": 0,
+                    "run_at": None,
+                    "idempotency_key": None,
+                    "max_attempts": 1,
+                    "track_id": None,
+                    "user_id": None,
+                },
+            ).fetchone()[0]
+            say(
+                f"enqueued {args.spec.name} ({spec.duration_s:g} s, {len(spec.layers)} layers) as job {job_id}"
+            )
             log_path = work / "worker.log"
             proc = _start_worker(env.env, log_path)
             say(f"worker: python -m worker run (pid {proc.pid}, JOB_HANDLER={HANDLER}), log {log_path}")
@@ -102,7 +125,9 @@ def main(argv: list[str]) -> int:
             if env.databases is not None and env.databases.cluster is not None:
                 c = env.databases.cluster
                 as_user = f"runuser -u {c.user} -- " if c.user else ""
-                say(f"kept: PostgreSQL cluster pid {c.pid}; stop it with: {as_user}{c.pg_ctl} -D {c.data} stop")
+                say(
+                    f"kept: PostgreSQL cluster pid {c.pid}; stop it with: {as_user}{c.pg_ctl} -D {c.data} stop"
+                )
         else:
             import shutil
 
@@ -115,8 +140,14 @@ def _start_worker(extra: dict[str, str], log_path: Path) -> subprocess.Popen[byt
     env = {**os.environ, **extra, "JOB_HANDLER": HANDLER}
     env.setdefault("LOG_LEVEL", "info")
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "worker", "run"], cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -141,8 +172,9 @@ def _tail(log_path: Path, lines: int = 25) -> None:
             print(f"    {line}")
 
 
-def _follow(conn: psycopg.Connection, job_id: Any, proc: subprocess.Popen[bytes], log_path: Path,
-            deadline: float) -> dict[str, Any] | None:
+def _follow(
+    conn: psycopg.Connection, job_id: Any, proc: subprocess.Popen[bytes], log_path: Path, deadline: float
+) -> dict[str, Any] | None:
     """Poll the job, printing stage changes and every 10%, until final; None if the worker died
     or the deadline passed."""
     shown: tuple[Any, int] | None = None
@@ -178,10 +210,13 @@ def _download(result: dict[str, Any], env: Any, out: Path, stem: str) -> dict[st
     fields = StorageSettings.model_fields
     s = load_settings(StorageSettings, **{k.lower(): v for k, v in env.env.items() if k.lower() in fields})
     client = boto3.session.Session().client(
-        "s3", endpoint_url=s.endpoint, region_name=s.storage_s3_region,
+        "s3",
+        endpoint_url=s.endpoint,
+        region_name=s.storage_s3_region,
         aws_access_key_id=s.storage_s3_access_key_id,
         aws_secret_access_key=s.storage_s3_secret_access_key.get_secret_value(),
-        config=Config(s3={"addressing_style": "path"}))
+        config=Config(s3={"addressing_style": "path"}),
+    )
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     for name, suffix in (("master", ""), ("preview", "-preview")):
@@ -198,9 +233,13 @@ def _summary(result: dict[str, Any], files: dict[str, Path], elapsed: float) -> 
     details = result.get("render", {})
     mb = files["master"].stat().st_size / 1e6
     say(f"done in {elapsed:.1f} s")
-    print(f"master:   {files['master'].resolve()}  ({result['duration_s']:.1f} s, "
-          f"{details.get('master_format', '?')} {details.get('master_bit_depth', '?')}-bit, {mb:.1f} MB)")
+    print(
+        f"master:   {files['master'].resolve()}  ({result['duration_s']:.1f} s, "
+        f"{details.get('master_format', '?')} {details.get('master_bit_depth', '?')}-bit, {mb:.1f} MB)"
+    )
     print(f"preview:  {files['preview'].resolve()}  ({details.get('preview_duration_s', 0):.1f} s mp3)")
     print(f"duration: {result['duration_s']:.1f} s")
-    print(f"loudness: {loud.get('integrated_lufs'):.1f} LUFS integrated (target {loud.get('target_lufs'):g}), "
-          f"true peak {loud.get('true_peak_dbtp'):.1f} dBTP")
+    print(
+        f"loudness: {loud.get('integrated_lufs'):.1f} LUFS integrated (target {loud.get('target_lufs'):g}), "
+        f"true peak {loud.get('true_peak_dbtp'):.1f} dBTP"
+    )

@@ -13,7 +13,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from worker.commands._db import CommandError, connect, fail
-from worker.db.queries import q
+from worker.queue.db.queries import q
 
 PROG = "enqueue"
 
@@ -22,7 +22,9 @@ def _run_at(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-01-31T09:00:00Z)") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-01-31T09:00:00Z)"
+        ) from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or +HH:MM")
     return value
@@ -32,11 +34,21 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m worker enqueue", description=__doc__)
     ap.add_argument("spec", help="render spec JSON file, or - for stdin")
     ap.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
-    ap.add_argument("--run-at", type=_run_at, default=None, metavar="ISO8601",
-                    help="not before this time, e.g. 2026-01-31T09:00:00Z (default now)")
-    ap.add_argument("--idempotency-key", default=None,
-                    help="while a job with this key is pending or processing, its id is returned instead")
-    ap.add_argument("--max-attempts", type=int, default=3, help="attempts before the job fails (1-100, default 3)")
+    ap.add_argument(
+        "--run-at",
+        type=_run_at,
+        default=None,
+        metavar="ISO8601",
+        help="not before this time, e.g. 2026-01-31T09:00:00Z (default now)",
+    )
+    ap.add_argument(
+        "--idempotency-key",
+        default=None,
+        help="while a job with this key is pending or processing, its id is returned instead",
+    )
+    ap.add_argument(
+        "--max-attempts", type=int, default=3, help="attempts before the job fails (1-100, default 3)"
+    )
     ap.add_argument("--track-id", type=uuid.UUID, default=None, help="track uuid stored with the job")
     ap.add_argument("--user-id", type=uuid.UUID, default=None, help="user uuid stored with the job")
     ap.add_argument("--no-validate", action="store_true", help="skip the render spec check")
@@ -68,9 +80,15 @@ def main(argv: list[str]) -> int:
         return fail(PROG, f"{args.spec}: the payload must be a JSON object")
     if not 1 <= args.max_attempts <= 100:
         return fail(PROG, f"--max-attempts must be between 1 and 100 (got {args.max_attempts})")
-    params = {"payload": Jsonb(payload), "priority": args.priority, "run_at": args.run_at,
-              "idempotency_key": args.idempotency_key, "max_attempts": args.max_attempts,
-              "track_id": args.track_id, "user_id": args.user_id}
+    params = {
+        "payload": Jsonb(payload),
+        "priority": args.priority,
+        "run_at": args.run_at,
+        "idempotency_key": args.idempotency_key,
+        "max_attempts": args.max_attempts,
+        "track_id": args.track_id,
+        "user_id": args.user_id,
+    }
     try:
         with connect(PROG) as conn:
             row = conn.execute(q("enqueue_job"), params).fetchone()

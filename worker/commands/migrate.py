@@ -8,8 +8,8 @@ import sys
 import psycopg
 
 from worker.config import load_worker_settings
-from worker.db.connect import safe_dsn
-from worker.db.migrate import MigrationError, migrate
+from worker.queue.db.connect import safe_dsn
+from worker.queue.db.migrate import MigrationError, migrate
 
 
 def main(argv: list[str]) -> int:

@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import sys
 
-from worker.claim_loop import ClaimLoop, StartupError
 from worker.config import load_settings, load_worker_settings
-from worker.db.connect import plan_connections
-from worker.handlers import load_handler, load_sweeper
 from worker.logs import setup_logging
 from worker.providers.settings import ProviderSettings
+from worker.queue.claim_loop import ClaimLoop, StartupError
+from worker.queue.db.connect import plan_connections
+from worker.queue.handlers import load_handler, load_sweeper
 from worker.render.settings import RenderSettings
 
 

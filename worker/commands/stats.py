@@ -11,7 +11,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from worker.commands._db import CommandError, connect, fail
-from worker.db.queries import q
+from worker.queue.db.queries import q
 
 PROG = "stats"
 LABELS = {
@@ -47,7 +47,9 @@ def to_json(row: dict[str, Any]) -> dict[str, Any]:
     """Counts as ints, the rate as a float, durations as seconds (keys end in ``_s``)."""
     out: dict[str, Any] = {}
     for key, value in row.items():
-        if isinstance(value, timedelta) or (value is None and key in ("oldest_pending_age", "avg_duration_24h")):
+        if isinstance(value, timedelta) or (
+            value is None and key in ("oldest_pending_age", "avg_duration_24h")
+        ):
             out[f"{key}_s"] = _seconds(value)
         elif isinstance(value, Decimal):
             out[key] = float(value)

@@ -15,23 +15,49 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from worker.commands._db import CommandError, connect, fail
-from worker.db.queries import q
+from worker.queue.db.queries import q
 
 PROG = "status"
 FINAL = {"completed", "failed", "cancelled"}
-FIELDS = ("id", "status", "progress", "stage", "attempts", "max_attempts", "priority", "run_at",
-          "created_at", "started_at", "completed_at", "wav_url", "mp3_url", "result_url",
-          "error_message", "last_error", "result", "track_id", "user_id", "idempotency_key")
+FIELDS = (
+    "id",
+    "status",
+    "progress",
+    "stage",
+    "attempts",
+    "max_attempts",
+    "priority",
+    "run_at",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "wav_url",
+    "mp3_url",
+    "result_url",
+    "error_message",
+    "last_error",
+    "result",
+    "track_id",
+    "user_id",
+    "idempotency_key",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m worker status", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m worker status",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("job_id", help="the id `python -m worker enqueue` printed")
     ap.add_argument("--wait", action="store_true", help="follow progress until the job is final")
     ap.add_argument("--json", action="store_true", help="print the job as one JSON object")
-    ap.add_argument("--interval", type=float, default=0.5, help="seconds between polls with --wait (default 0.5)")
-    ap.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds (exit 1)")
+    ap.add_argument(
+        "--interval", type=float, default=0.5, help="seconds between polls with --wait (default 0.5)"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=None, help="give up waiting after this many seconds (exit 1)"
+    )
     return ap
 
 
@@ -42,10 +68,12 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def describe(job: dict[str, Any]) -> str:
     """Human lines: status, progress, stage, attempts, URLs, error."""
-    lines = [f"job {job['id']}: {job['status']}",
-             f"  progress  {job['progress']}%" + (f" ({job['stage']})" if job.get("stage") else ""),
-             f"  attempts  {job['attempts']} of {job['max_attempts']}",
-             f"  created   {job['created_at']}"]
+    lines = [
+        f"job {job['id']}: {job['status']}",
+        f"  progress  {job['progress']}%" + (f" ({job['stage']})" if job.get("stage") else ""),
+        f"  attempts  {job['attempts']} of {job['max_attempts']}",
+        f"  created   {job['created_at']}",
+    ]
     for key in ("started_at", "completed_at"):
         if job.get(key):
             lines.append(f"  {key.removesuffix('_at'):<9} {job[key]}")

@@ -1,4 +1,4 @@
-"""The few reads observability makes (named statements in worker/db/queries.sql)."""
+"""The few reads observability makes (named statements in worker/queue/db/queries.sql)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from worker.db.queries import q
+from worker.queue.db.queries import q
 
 
 async def ping(conn: AsyncConnection) -> None:
@@ -29,6 +29,7 @@ async def job_row(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, Any] | 
 
 # -- the webhook outbox (migration 0006) ------------------------------------------------------------
 
+
 async def enable_webhook_outbox(conn: AsyncConnection) -> bool:
     """Job ends are written to audio_queue.webhook_outbox from now on; True if this call turned it on."""
     cur = await conn.execute(q("enable_webhook_outbox"))
@@ -36,11 +37,14 @@ async def enable_webhook_outbox(conn: AsyncConnection) -> bool:
     return bool(row and row[0])
 
 
-async def claim_webhook_notices(conn: AsyncConnection, worker_id: str, limit: int,
-                                lease_seconds: int) -> list[dict[str, Any]]:
+async def claim_webhook_notices(
+    conn: AsyncConnection, worker_id: str, limit: int, lease_seconds: int
+) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("claim_webhook_notices"),
-                          {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds})
+        await cur.execute(
+            q("claim_webhook_notices"),
+            {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds},
+        )
         return await cur.fetchall()
 
 
@@ -56,9 +60,12 @@ async def webhooks_delivered(conn: AsyncConnection, acks: list[tuple[int, uuid.U
         await cur.executemany(q("webhook_delivered"), [{"id": i, "delivery_id": d} for i, d in acks])
 
 
-async def webhook_attempt_failed(conn: AsyncConnection, row_id: int, delivery_id: uuid.UUID, error: str,
-                                 retry_in: float, give_up: bool) -> bool:
-    cur = await conn.execute(q("webhook_attempt_failed"), {
-        "id": row_id, "delivery_id": delivery_id, "error": error, "retry_in": retry_in, "give_up": give_up})
+async def webhook_attempt_failed(
+    conn: AsyncConnection, row_id: int, delivery_id: uuid.UUID, error: str, retry_in: float, give_up: bool
+) -> bool:
+    cur = await conn.execute(
+        q("webhook_attempt_failed"),
+        {"id": row_id, "delivery_id": delivery_id, "error": error, "retry_in": retry_in, "give_up": give_up},
+    )
     row = await cur.fetchone()
     return bool(row and row[0])

@@ -41,19 +41,30 @@ class HealthSource:
 async def health(src: HealthSource) -> tuple[int, dict[str, Any]]:
     """The /healthz answer: (status code, JSON body)."""
     age = time.monotonic() - src.last_loop()
-    body: dict[str, Any] = {"status": "ok", "worker_id": src.worker_id, "running_jobs": src.running_jobs(),
-                            "last_loop_s": round(age, 3)}
+    body: dict[str, Any] = {
+        "status": "ok",
+        "worker_id": src.worker_id,
+        "running_jobs": src.running_jobs(),
+        "last_loop_s": round(age, 3),
+    }
     if src.stopping():
         return 503, {**body, "status": "stopping", "reason": "shutting down"}
     if age > src.stale_after_s:
-        return 503, {**body, "status": "unhealthy",
-                     "reason": f"claim loop has not run for {age:.1f}s (limit {src.stale_after_s:g}s)"}
+        return 503, {
+            **body,
+            "status": "unhealthy",
+            "reason": f"claim loop has not run for {age:.1f}s (limit {src.stale_after_s:g}s)",
+        }
     try:
         async with asyncio.timeout(DB_CHECK_S):
             await src.ping()
     except TimeoutError:
-        return 503, {**body, "status": "unhealthy", "reason": f"database did not answer within {DB_CHECK_S:g}s"}
-    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return 503, {
+            **body,
+            "status": "unhealthy",
+            "reason": f"database did not answer within {DB_CHECK_S:g}s",
+        }
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return 503, {**body, "status": "unhealthy", "reason": f"database unreachable: {redact(first)}"}
     return 200, body
@@ -64,7 +75,7 @@ async def metrics_text(src: HealthSource, metrics: Metrics) -> bytes:
         async with asyncio.timeout(DB_CHECK_S):
             jobs, oldest = await src.queue_depth()
         metrics.queue.snapshot = QueueSnapshot(jobs=jobs, oldest_pending_seconds=oldest)
-    except Exception as exc:  # noqa: BLE001 - the rest of the scrape must still be served
+    except Exception as exc:
         metrics.queue.snapshot = None
         metrics.queue_errors.inc()
         logger.warning("metrics: queue depth not read: {}", redact(str(exc).strip() or type(exc).__name__))
@@ -108,22 +119,33 @@ class HealthServer:
                     status, doc = await health(self.src)
                     ctype, body = "application/json", json.dumps(doc).encode() + b"\n"
                 elif path == "/metrics":
-                    status, ctype, body = 200, CONTENT_TYPE_METRICS, await metrics_text(self.src, self.metrics)
+                    status, ctype, body = (
+                        200,
+                        CONTENT_TYPE_METRICS,
+                        await metrics_text(self.src, self.metrics),
+                    )
                 else:
                     status, ctype, body = 404, "text/plain", b"not found: try /healthz or /metrics\n"
-            reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                      503: "Service Unavailable"}[status]
-            head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                    "Connection: close\r\n\r\n").encode()
+            reason = {
+                200: "OK",
+                400: "Bad Request",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }[status]
+            head = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
             writer.write(head + (b"" if parts and parts[0] == "HEAD" else body))
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass
-        except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
+        except Exception as exc:
             logger.warning("health endpoint: {}", redact(f"{type(exc).__name__}: {exc}"))
         finally:
             writer.close()
             try:
                 await writer.wait_closed()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass

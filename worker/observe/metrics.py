@@ -42,36 +42,65 @@ class QueueCollector(Collector):
         snap = self.snapshot
         if snap is None:
             return
-        jobs = GaugeMetricFamily(PREFIX + "queue_jobs", "Jobs in the queue by status (live statuses only).",
-                                 labels=["status"])
+        jobs = GaugeMetricFamily(
+            PREFIX + "queue_jobs", "Jobs in the queue by status (live statuses only).", labels=["status"]
+        )
         for status in LIVE_STATUSES:
             jobs.add_metric([status], snap.jobs.get(status, 0))
         yield jobs
-        yield GaugeMetricFamily(PREFIX + "queue_oldest_pending_seconds",
-                                "Age of the oldest job that could run now (0 when none waits).",
-                                value=snap.oldest_pending_seconds)
+        yield GaugeMetricFamily(
+            PREFIX + "queue_oldest_pending_seconds",
+            "Age of the oldest job that could run now (0 when none waits).",
+            value=snap.oldest_pending_seconds,
+        )
 
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.jobs = Counter(PREFIX + "jobs", "Jobs this process finished, by outcome.", ["outcome"], registry=r)
-        self.job_seconds = Histogram(PREFIX + "job_duration_seconds", "Claim to recorded outcome, by outcome.",
-                                     ["outcome"], buckets=JOB_BUCKETS, registry=r)
-        self.stage_seconds = Histogram(PREFIX + "stage_duration_seconds", "Time a job spent in each stage.",
-                                       ["stage"], buckets=JOB_BUCKETS, registry=r)
-        self.provider_seconds = Histogram(PREFIX + "provider_request_seconds", "One provider HTTP exchange.",
-                                          ["provider"], buckets=REQUEST_BUCKETS, registry=r)
-        self.provider_errors = Counter(PREFIX + "provider_errors", "Failed provider HTTP exchanges, by kind.",
-                                       ["provider", "kind"], registry=r)
-        self.upload_bytes = Counter(PREFIX + "upload_bytes", "Bytes uploaded to storage.", ["bucket"], registry=r)
-        self.upload_failures = Counter(PREFIX + "upload_failures", "Uploads that failed after their retries.",
-                                       registry=r)
+        self.jobs = Counter(
+            PREFIX + "jobs", "Jobs this process finished, by outcome.", ["outcome"], registry=r
+        )
+        self.job_seconds = Histogram(
+            PREFIX + "job_duration_seconds",
+            "Claim to recorded outcome, by outcome.",
+            ["outcome"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            PREFIX + "stage_duration_seconds",
+            "Time a job spent in each stage.",
+            ["stage"],
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
+        self.provider_seconds = Histogram(
+            PREFIX + "provider_request_seconds",
+            "One provider HTTP exchange.",
+            ["provider"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.provider_errors = Counter(
+            PREFIX + "provider_errors",
+            "Failed provider HTTP exchanges, by kind.",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.upload_bytes = Counter(
+            PREFIX + "upload_bytes", "Bytes uploaded to storage.", ["bucket"], registry=r
+        )
+        self.upload_failures = Counter(
+            PREFIX + "upload_failures", "Uploads that failed after their retries.", registry=r
+        )
         self.claims = Counter(PREFIX + "claims", "Jobs claimed by this process.", registry=r)
-        self.queue_errors = Counter(PREFIX + "queue_query_errors", "Scrapes whose queue-depth query failed.",
-                                    registry=r)
-        self.webhooks = Counter(PREFIX + "webhooks", "Completion webhooks, by result (delivered|failed).",
-                                ["result"], registry=r)
+        self.queue_errors = Counter(
+            PREFIX + "queue_query_errors", "Scrapes whose queue-depth query failed.", registry=r
+        )
+        self.webhooks = Counter(
+            PREFIX + "webhooks", "Completion webhooks, by result (delivered|failed).", ["result"], registry=r
+        )
         self.queue = QueueCollector()
         r.register(self.queue)
         # Children resolved once: the claim loop's per-job cost is a lock and an add.
@@ -104,6 +133,7 @@ def active() -> Metrics | None:
 
 
 # -- hooks for code that does not know about the claim loop ---------------------------------------
+
 
 def provider_request(provider: str, seconds: float, error_kind: str | None = None) -> None:
     """One provider HTTP exchange took ``seconds``; ``error_kind`` when it failed."""

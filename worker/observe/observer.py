@@ -10,11 +10,11 @@ PORT), the webhook with WEBHOOK_URL. The webhook's notices themselves are writte
 from __future__ import annotations
 
 from worker.config import WorkerSettings
-from worker.db.queue import Job
-from worker.handlers import JobContext
 from worker.observe import metrics as _metrics
 from worker.observe.http import HealthServer, HealthSource
 from worker.observe.outbox import Outbox, Runner
+from worker.queue.db.queue import Job
+from worker.queue.handlers import JobContext
 
 # Outcomes after which the job may have ended for good: its notice is in the outbox now.
 ENDED = frozenset({"completed", "failed", "cancelled", "timeout", "refused", "released"})
@@ -28,8 +28,13 @@ class Observer:
         self.webhooks: Outbox | None = None
         if settings.webhook_url is not None:
             secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-            self.webhooks = Outbox(str(settings.webhook_url), secret, settings.webhook_timeout_s,
-                                   settings.webhook_attempts, on_result=self._webhook_result)
+            self.webhooks = Outbox(
+                str(settings.webhook_url),
+                secret,
+                settings.webhook_timeout_s,
+                settings.webhook_attempts,
+                on_result=self._webhook_result,
+            )
         self.server: HealthServer | None = None
 
     @property
@@ -71,4 +76,3 @@ class Observer:
     def _webhook_result(self, result: str) -> None:
         if self.metrics is not None:
             self.metrics.webhooks.labels(result).inc()
-

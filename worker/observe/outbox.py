@@ -66,8 +66,14 @@ def notice(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class Outbox:
-    def __init__(self, url: str, secret: str | None, timeout_s: float, attempts: int,
-                 on_result: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        secret: str | None,
+        timeout_s: float,
+        attempts: int,
+        on_result: Callable[[str], None] | None = None,
+    ) -> None:
         self.url, self.secret, self.timeout_s, self.attempts = url, secret, timeout_s, attempts
         self.where = webhook.where(url)
         u = httpx.URL(url)
@@ -115,12 +121,20 @@ class Outbox:
             if free > 0:
                 want = min(free, BATCH)
                 try:
-                    rows = await self._db(obs_db.claim_webhook_notices, self.worker_id, want, self.lease_s,
-                                          until=time.monotonic() + DB_WAIT_S)
+                    rows = await self._db(
+                        obs_db.claim_webhook_notices,
+                        self.worker_id,
+                        want,
+                        self.lease_s,
+                        until=time.monotonic() + DB_WAIT_S,
+                    )
                     backoff = POLL_S
                 except Exception as exc:  # never let the loop die
-                    logger.warning("webhook outbox: claim failed ({}); trying again in {:g}s",
-                                   redact(str(exc).strip() or type(exc).__name__), backoff)
+                    logger.warning(
+                        "webhook outbox: claim failed ({}); trying again in {:g}s",
+                        redact(str(exc).strip() or type(exc).__name__),
+                        backoff,
+                    )
                     await self._nap(backoff)
                     backoff = min(backoff * 2, CLAIM_BACKOFF_CAP_S)
                     continue
@@ -148,7 +162,9 @@ class Outbox:
         job_id, attempt_no = row["job_id"], row["attempts"]
         try:
             raw = webhook.body(notice(row))
-            status, why = await webhook.attempt(self._client, self.url, str(row["delivery_id"]), raw, self.secret)
+            status, why = await webhook.attempt(
+                self._client, self.url, str(row["delivery_id"]), raw, self.secret
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug, not the receiver: retried like a connection error
@@ -161,8 +177,13 @@ class Outbox:
         give_up = not webhook.retryable(status) or attempt_no >= self.attempts
         delay = webhook.backoff(attempt_no)
         if give_up:
-            logger.warning("webhook for job {} to {} failed after {} attempt(s): {}; notice dropped", job_id,
-                           self.where, attempt_no, why)
+            logger.warning(
+                "webhook for job {} to {} failed after {} attempt(s): {}; notice dropped",
+                job_id,
+                self.where,
+                attempt_no,
+                why,
+            )
             self._on_result("failed")
         else:
             logger.info("webhook for job {} to {}: {}; retrying in {:g}s", job_id, self.where, why, delay)
@@ -178,16 +199,24 @@ class Outbox:
         try:
             await self._db(obs_db.webhooks_delivered, acks, until=time.monotonic() + DB_WAIT_S)
         except Exception as exc:
-            logger.warning("webhook: could not record {} delivered notice(s) ({}); they will be posted again "
-                           "after their lease", len(acks), redact(str(exc).strip() or type(exc).__name__))
+            logger.warning(
+                "webhook: could not record {} delivered notice(s) ({}); they will be posted again "
+                "after their lease",
+                len(acks),
+                redact(str(exc).strip() or type(exc).__name__),
+            )
 
     async def _record(self, fn: Callable[..., Awaitable[bool]], row: dict[str, Any], *args: Any) -> None:
         assert self._db is not None
         try:
             await self._db(fn, row["id"], row["delivery_id"], *args, until=time.monotonic() + DB_WAIT_S)
         except Exception as exc:  # the row keeps its lease; another attempt follows when it runs out
-            logger.warning("webhook for job {}: could not record the attempt ({}); it will be tried again "
-                           "after its lease", row["job_id"], redact(str(exc).strip() or type(exc).__name__))
+            logger.warning(
+                "webhook for job {}: could not record the attempt ({}); it will be tried again "
+                "after its lease",
+                row["job_id"],
+                redact(str(exc).strip() or type(exc).__name__),
+            )
 
     async def close(self, wait_s: float) -> None:
         """Stop claiming; give posts in flight up to ``wait_s``; hand the rest back to the outbox."""
@@ -206,8 +235,9 @@ class Outbox:
             _, pending = await asyncio.wait(tasks, timeout=max(wait_s, 0))
             if pending:
                 rows = [row for row, t in list(self._inflight.values()) if t in pending]
-                logger.warning("webhook: leaving {} undelivered notice(s) in the outbox for another worker",
-                               len(pending))
+                logger.warning(
+                    "webhook: leaving {} undelivered notice(s) in the outbox for another worker", len(pending)
+                )
                 for t in pending:
                     t.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)

@@ -53,7 +53,9 @@ def verify(secret: str, timestamp: str, body: bytes, header: str, tolerance_s: f
 def where(url: str) -> str:
     """What logs and errors may show of WEBHOOK_URL: scheme, host and port only."""
     u = httpx.URL(url)
-    return f"{u.scheme}://{u.host}{'' if u.port is None else f':{u.port}'}"  # never the path, query or userinfo
+    return (
+        f"{u.scheme}://{u.host}{'' if u.port is None else f':{u.port}'}"  # never the path, query or userinfo
+    )
 
 
 def body(notice: dict[str, Any]) -> bytes:
@@ -63,8 +65,12 @@ def body(notice: dict[str, Any]) -> bytes:
 def headers(delivery_id: str, raw: bytes, secret: str | None) -> dict[str, str]:
     """One attempt's headers, signed now."""
     ts = str(int(time.time()))
-    out = {"Content-Type": "application/json", "User-Agent": "audio-worker",
-           DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: ts}
+    out = {
+        "Content-Type": "application/json",
+        "User-Agent": "audio-worker",
+        DELIVERY_HEADER: delivery_id,
+        TIMESTAMP_HEADER: ts,
+    }
     if secret:
         out[SIGNATURE_HEADER] = sign(secret, ts, raw)
     return out
@@ -80,8 +86,9 @@ def backoff(attempt: int) -> float:
     return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(attempt - 1, 0))
 
 
-async def attempt(client: httpx.AsyncClient, url: str, delivery_id: str, raw: bytes,
-                  secret: str | None) -> tuple[int | None, str]:
+async def attempt(
+    client: httpx.AsyncClient, url: str, delivery_id: str, raw: bytes, secret: str | None
+) -> tuple[int | None, str]:
     """POST once. (HTTP status or None, a reason safe to log: never the URL's path, query or the secret)."""
     try:
         r = await client.post(url, content=raw, headers=headers(delivery_id, raw, secret))

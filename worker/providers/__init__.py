@@ -53,7 +53,9 @@ def resolve_speech_provider(provider: str | None, settings: ProviderSettings) ->
             return "elevenlabs"
         return "espeak"
     if provider not in SPEECH_PROVIDERS:
-        raise PayloadError("provider", f"unknown speech provider {provider!r}; one of {', '.join(SPEECH_PROVIDERS)}")
+        raise PayloadError(
+            "provider", f"unknown speech provider {provider!r}; one of {', '.join(SPEECH_PROVIDERS)}"
+        )
     return provider
 
 
@@ -64,7 +66,9 @@ def resolve_music_provider(provider: str | None, settings: ProviderSettings) -> 
             return settings.music_provider
         return "stability" if settings.stable_audio_api_key is not None else "local"
     if provider not in MUSIC_PROVIDERS:
-        raise PayloadError("provider", f"unknown music provider {provider!r}; one of {', '.join(MUSIC_PROVIDERS)}")
+        raise PayloadError(
+            "provider", f"unknown music provider {provider!r}; one of {', '.join(MUSIC_PROVIDERS)}"
+        )
     return provider
 
 
@@ -79,15 +83,22 @@ def _policy(settings: ProviderSettings) -> RetryPolicy:
 
 def _client(settings: ProviderSettings) -> httpx.AsyncClient:
     c, r = settings.provider_connect_timeout_s, settings.provider_read_timeout_s
-    return httpx.AsyncClient(timeout=httpx.Timeout(connect=c, read=r, write=r, pool=c), follow_redirects=False)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(connect=c, read=r, write=r, pool=c), follow_redirects=False
+    )
 
 
 def _cache(settings: ProviderSettings) -> AudioCache:
-    return AudioCache(settings.provider_cache_dir, settings.provider_cache_max_mb * 1024 * 1024,
-                      settings.provider_cache_enabled)
+    return AudioCache(
+        settings.provider_cache_dir,
+        settings.provider_cache_max_mb * 1024 * 1024,
+        settings.provider_cache_enabled,
+    )
 
 
-async def _cached(cache: AudioCache, key: str, ext: str, dest: Path, produce: Callable[[Path], Awaitable[None]]) -> Path:
+async def _cached(
+    cache: AudioCache, key: str, ext: str, dest: Path, produce: Callable[[Path], Awaitable[None]]
+) -> Path:
     """Fill ``dest`` from the cache, or by ``produce`` (once across workers) and store it."""
     if (hit := cache.get(key, ext)) is not None:
         logger.debug("provider cache hit {}", key[:12])
@@ -126,7 +137,9 @@ async def fetch_speech(
     if not text or not text.strip():
         raise PayloadError("text", "must not be empty")
     if len(text) > settings.speech_max_chars:
-        raise PayloadError("text", f"must be at most {settings.speech_max_chars} characters (SPEECH_MAX_CHARS)")
+        raise PayloadError(
+            "text", f"must be at most {settings.speech_max_chars} characters (SPEECH_MAX_CHARS)"
+        )
     name = resolve_speech_provider(provider, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +153,9 @@ async def fetch_speech(
             parts = []
             for i, chunk in enumerate(chunks):
                 dest = work / f"part{i:04d}.wav"
-                await espeak.synthesize(chunk, voice=voice, speed=speed, dest=dest, binary=settings.espeak_binary)
+                await espeak.synthesize(
+                    chunk, voice=voice, speed=speed, dest=dest, binary=settings.espeak_binary
+                )
                 parts.append(dest)
             ident = cache_key(provider=name, voice=voice, speed=speed, text=text)
             final = out_dir / f"speech-espeak-{ident[:16]}{'.wav' if len(parts) == 1 else '.flac'}"
@@ -153,8 +168,14 @@ async def fetch_speech(
         else:
             limit, ext = elevenlabs.max_chars(fields["model"]), elevenlabs.extension(fields["output_format"])
         chunks = split_text(text, limit)
-        logger.info("speech via {} (model {}, voice {}): {} chars in {} part(s)",
-                    name, fields["model"], fields["voice"], len(text), len(chunks))
+        logger.info(
+            "speech via {} (model {}, voice {}): {} chars in {} part(s)",
+            name,
+            fields["model"],
+            fields["voice"],
+            len(text),
+            len(chunks),
+        )
         cache, policy = _cache(settings), _policy(settings)
         parts, keys = [], []
         async with _client(settings) as client:
@@ -162,11 +183,15 @@ async def fetch_speech(
                 dest = work / f"part{i:04d}.{ext}"
                 context: dict[str, str | None] = {}
                 if name == "elevenlabs":
-                    context = {"previous_text": chunks[i - 1] if i else None,
-                               "next_text": chunks[i + 1] if i + 1 < len(chunks) else None}
+                    context = {
+                        "previous_text": chunks[i - 1] if i else None,
+                        "next_text": chunks[i + 1] if i + 1 < len(chunks) else None,
+                    }
                 key = cache_key(provider=name, fields=fields, text=chunk, **context)
 
-                async def produce(d: Path, chunk: str = chunk, context: dict[str, str | None] = context) -> None:
+                async def produce(
+                    d: Path, chunk: str = chunk, context: dict[str, str | None] = context
+                ) -> None:
                     await module.synthesize(client, settings, fields, chunk, d, policy, **context)
 
                 parts.append(await _cached(cache, key, ext, dest, produce))

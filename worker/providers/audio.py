@@ -38,7 +38,15 @@ async def run(*cmd: str, timeout: float = 600.0) -> tuple[int, bytes, bytes]:
 async def probe(path: Path) -> AudioInfo:
     """Describe the first audio stream of ``path``; raise InvalidAudio when there is none."""
     rc, out, err = await run(
-        "ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path), timeout=60
+        "ffprobe",
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_streams",
+        "-show_format",
+        str(path),
+        timeout=60,
     )
     if rc != 0:
         raise InvalidAudio(f"ffprobe cannot read it: {err.decode(errors='replace').strip()[:200]}")
@@ -50,7 +58,9 @@ async def probe(path: Path) -> AudioInfo:
     duration = float(s.get("duration") or data.get("format", {}).get("duration") or 0.0)
     if duration <= 0:
         raise InvalidAudio("its audio is empty")
-    return AudioInfo(duration, int(s.get("sample_rate") or 0), int(s.get("channels") or 0), s.get("codec_name", ""))
+    return AudioInfo(
+        duration, int(s.get("sample_rate") or 0), int(s.get("channels") or 0), s.get("codec_name", "")
+    )
 
 
 async def validate_audio(path: Path) -> AudioInfo:

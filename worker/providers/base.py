@@ -32,7 +32,13 @@ from worker.providers.audio import InvalidAudio, validate_audio
 
 # Error codes that mean "no money left": retrying cannot fix them even when sent with HTTP 429.
 QUOTA_CODES = frozenset(
-    {"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached", "payment_required", "insufficient_balance"}
+    {
+        "insufficient_quota",
+        "quota_exceeded",
+        "billing_hard_limit_reached",
+        "payment_required",
+        "insufficient_balance",
+    }
 )
 _KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*.]{6,}")
 MAX_ERROR_BODY = 64 * 1024
@@ -86,7 +92,9 @@ class ProviderFault:
 ErrorParser = Callable[[Any], ProviderFault | None]
 
 
-def classify(provider: str, response: httpx.Response, body: bytes, parse: ErrorParser, secrets: list[str]) -> Exception:
+def classify(
+    provider: str, response: httpx.Response, body: bytes, parse: ErrorParser, secrets: list[str]
+) -> Exception:
     """Turn a non-2xx answer into a ``PermanentError`` or a ``TransientError``."""
     status = response.status_code
     fault: ProviderFault | None = None
@@ -129,8 +137,15 @@ async def stream_audio(
     kind: str | None = "other"
     try:
         async with asyncio.timeout(total_timeout):
-            headers = await _stream_audio(client, request, provider=provider, dest=dest, parse_error=parse_error,
-                                          secrets=secrets, check=check)
+            headers = await _stream_audio(
+                client,
+                request,
+                provider=provider,
+                dest=dest,
+                parse_error=parse_error,
+                secrets=secrets,
+                check=check,
+            )
         kind = None
         return headers
     except TimeoutError:
@@ -184,11 +199,14 @@ async def _stream_audio(
             if not ctype.startswith(AUDIO_TYPES):
                 head = (await response.aread())[:120].decode("utf-8", errors="replace")
                 raise TransientError(
-                    redact(f"{provider}: HTTP {response.status_code} returned {ctype or 'no content-type'}, "
-                           f"not audio: {head!r}", secrets)
+                    redact(
+                        f"{provider}: HTTP {response.status_code} returned {ctype or 'no content-type'}, "
+                        f"not audio: {head!r}",
+                        secrets,
+                    )
                 )
             size = 0
-            with open(tmp, "wb") as fh:  # noqa: ASYNC230 - brief local writes of 64 KiB chunks
+            with open(tmp, "wb") as fh:
                 async for chunk in response.aiter_bytes(1 << 16):
                     fh.write(chunk)
                     size += len(chunk)
@@ -197,9 +215,13 @@ async def _stream_audio(
         try:
             await validate_audio(tmp)
         except InvalidAudio as exc:
-            raise TransientError(f"{provider}: the response ({size} bytes of {ctype}) is not valid audio: {exc}") from None
+            raise TransientError(
+                f"{provider}: the response ({size} bytes of {ctype}) is not valid audio: {exc}"
+            ) from None
         os.replace(tmp, dest)
-        logger.debug("{} answered {} bytes of {} in {:.2f}s", provider, size, ctype, time.monotonic() - started)
+        logger.debug(
+            "{} answered {} bytes of {} in {:.2f}s", provider, size, ctype, time.monotonic() - started
+        )
         return response.headers
     finally:
         tmp.unlink(missing_ok=True)

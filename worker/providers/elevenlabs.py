@@ -46,17 +46,25 @@ def max_chars(model: str) -> int:
 def parse_error(body: Any) -> ProviderFault | None:
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, dict):
-        return ProviderFault(code=str(detail.get("status") or detail.get("code") or "error"),
-                             message=str(detail.get("message") or ""))
+        return ProviderFault(
+            code=str(detail.get("status") or detail.get("code") or "error"),
+            message=str(detail.get("message") or ""),
+        )
     if isinstance(detail, list) and detail:
-        msgs = [f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}" for d in detail if isinstance(d, dict)]
+        msgs = [
+            f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg', '')}"
+            for d in detail
+            if isinstance(d, dict)
+        ]
         return ProviderFault(code="validation_error", message="; ".join(msgs))
     if isinstance(detail, str):
         return ProviderFault(code="error", message=detail)
     return None
 
 
-def request_fields(settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float) -> dict[str, Any]:
+def request_fields(
+    settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float
+) -> dict[str, Any]:
     if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
         raise PayloadError("speed", f"must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]} for elevenlabs")
     return {
@@ -72,15 +80,25 @@ def request_fields(settings: ProviderSettings, *, voice: str | None, model: str 
 
 
 async def synthesize(
-    client: httpx.AsyncClient, settings: ProviderSettings, fields: dict[str, Any], text: str, dest: Path,
-    policy: RetryPolicy, previous_text: str | None = None, next_text: str | None = None,
+    client: httpx.AsyncClient,
+    settings: ProviderSettings,
+    fields: dict[str, Any],
+    text: str,
+    dest: Path,
+    policy: RetryPolicy,
+    previous_text: str | None = None,
+    next_text: str | None = None,
 ) -> None:
     """Synthesize ``text`` (under the model's limit) into ``dest``."""
     if settings.elevenlabs_api_key is None:
         raise PermanentError("elevenlabs: ELEVENLABS_API_KEY is not set")
     key = settings.elevenlabs_api_key.get_secret_value()
     limiter = limiter_for(NAME, settings.elevenlabs_rate_limit, settings.elevenlabs_rate_window_s)
-    body: dict[str, Any] = {"text": text, "model_id": fields["model"], "voice_settings": fields["voice_settings"]}
+    body: dict[str, Any] = {
+        "text": text,
+        "model_id": fields["model"],
+        "voice_settings": fields["voice_settings"],
+    }
     if previous_text:
         body["previous_text"] = previous_text
     if next_text:
@@ -95,8 +113,15 @@ async def synthesize(
             json=body,
             headers={"xi-api-key": key},
         )
-        await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
-                           secrets=settings.secrets(), total_timeout=settings.provider_total_timeout_s)
+        await stream_audio(
+            client,
+            request,
+            provider=NAME,
+            dest=dest,
+            parse_error=parse_error,
+            secrets=settings.secrets(),
+            total_timeout=settings.provider_total_timeout_s,
+        )
 
     await with_retries(attempt, policy=policy, what=NAME)
 

@@ -34,7 +34,9 @@ async def known_voices(binary: str = "espeak-ng") -> frozenset[str]:
         for line in out.decode(errors="replace").splitlines()[1:]:
             cols = line.split()
             if len(cols) >= 5:
-                names.update({cols[1].lower(), cols[3].lower(), cols[4].lower(), cols[4].rsplit("/", 1)[-1].lower()})
+                names.update(
+                    {cols[1].lower(), cols[3].lower(), cols[4].lower(), cols[4].rsplit("/", 1)[-1].lower()}
+                )
         _known_voices[binary] = frozenset(names)
     return _known_voices[binary]
 

@@ -43,11 +43,24 @@ async def join_parts(parts: list[Path], dest: Path, crossfade_ms: int = 15) -> P
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.flac")
     try:
         rc, _, err = await run(
-            "ffmpeg", "-nostdin", "-v", "error", "-y", *inputs, "-filter_complex", ";".join(chains),
-            "-map", f"[{last}]", "-c:a", "flac", str(tmp),
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            *inputs,
+            "-filter_complex",
+            ";".join(chains),
+            "-map",
+            f"[{last}]",
+            "-c:a",
+            "flac",
+            str(tmp),
         )
         if rc != 0:
-            raise PermanentError(f"joining {len(parts)} speech parts failed: {err.decode(errors='replace')[:300]}")
+            raise PermanentError(
+                f"joining {len(parts)} speech parts failed: {err.decode(errors='replace')[:300]}"
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

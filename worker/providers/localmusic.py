@@ -16,7 +16,14 @@ from worker.providers.audio import run
 NAME = "local"
 MAX_SECONDS = 3600.0
 _ROOTS = [110.0, 116.54, 123.47, 130.81, 138.59, 146.83, 155.56, 164.81, 174.61, 185.0, 196.0, 207.65]
-_CHORDS = [(1, 1.25, 1.5), (1, 1.2, 1.5), (1, 1.5, 2.0), (1, 1.125, 1.5), (1, 1.3333, 1.6667), (1, 1.25, 1.875)]
+_CHORDS = [
+    (1, 1.25, 1.5),
+    (1, 1.2, 1.5),
+    (1, 1.5, 2.0),
+    (1, 1.125, 1.5),
+    (1, 1.3333, 1.6667),
+    (1, 1.25, 1.875),
+]
 
 
 def pad_expression(prompt: str, seed: int | None) -> tuple[str, str]:
@@ -49,7 +56,8 @@ async def generate(prompt: str, seconds: float, seed: int | None, dest: Path) ->
         f"aevalsrc=exprs='{left}|{right}':s=44100:d={seconds:.3f}:c=stereo,"
         f"lowpass=f=2500,afade=t=in:d={fade:.3f},afade=t=out:st={seconds - fade:.3f}:d={fade:.3f}"
     )
-    rc, _, err = await run("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", graph,
-                           "-c:a", "flac", str(dest))
+    rc, _, err = await run(
+        "ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", graph, "-c:a", "flac", str(dest)
+    )
     if rc != 0:
         raise PermanentError(f"local music: ffmpeg failed: {err.decode(errors='replace')[:300]}")

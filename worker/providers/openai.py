@@ -34,7 +34,9 @@ def parse_error(body: Any) -> ProviderFault | None:
     return ProviderFault(code=str(code), message=str(err.get("message") or ""))
 
 
-def request_fields(settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float) -> dict[str, Any]:
+def request_fields(
+    settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float
+) -> dict[str, Any]:
     """Everything but the text that shapes the audio (also the cache key's settings)."""
     if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
         raise PayloadError("speed", f"must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]} for openai")
@@ -47,7 +49,11 @@ def request_fields(settings: ProviderSettings, *, voice: str | None, model: str 
 
 
 async def synthesize(
-    client: httpx.AsyncClient, settings: ProviderSettings, fields: dict[str, Any], text: str, dest: Path,
+    client: httpx.AsyncClient,
+    settings: ProviderSettings,
+    fields: dict[str, Any],
+    text: str,
+    dest: Path,
     policy: RetryPolicy,
 ) -> None:
     """Synthesize ``text`` (<= 4096 chars) into ``dest``."""
@@ -61,11 +67,23 @@ async def synthesize(
         request = client.build_request(
             "POST",
             f"{settings.openai_base_url}/audio/speech",
-            json={"model": fields["model"], "input": text, "voice": fields["voice"],
-                  "response_format": fields["response_format"], "speed": fields["speed"]},
+            json={
+                "model": fields["model"],
+                "input": text,
+                "voice": fields["voice"],
+                "response_format": fields["response_format"],
+                "speed": fields["speed"],
+            },
             headers={"Authorization": f"Bearer {key}"},
         )
-        await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
-                           secrets=settings.secrets(), total_timeout=settings.provider_total_timeout_s)
+        await stream_audio(
+            client,
+            request,
+            provider=NAME,
+            dest=dest,
+            parse_error=parse_error,
+            secrets=settings.secrets(),
+            total_timeout=settings.provider_total_timeout_s,
+        )
 
     await with_retries(attempt, policy=policy, what=NAME)

@@ -42,9 +42,7 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
-async def with_retries(
-    attempt: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str
-) -> T:
+async def with_retries(attempt: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str) -> T:
     """Await ``attempt()`` until it succeeds, a non-transient error escapes, or retries run out.
 
     Transient failures (``TransientError``, httpx timeouts, transport and decoding errors) are retried;

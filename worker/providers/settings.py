@@ -25,15 +25,18 @@ class ProviderSettings(BaseSettings):
 
     # --- provider choice -------------------------------------------------------------------
     speech_provider: SpeechProviderName | None = Field(
-        None, description="Default speech provider; unset: openai if OPENAI_API_KEY, else elevenlabs "
-        "if ELEVENLABS_API_KEY, else espeak."
+        None,
+        description="Default speech provider; unset: openai if OPENAI_API_KEY, else elevenlabs "
+        "if ELEVENLABS_API_KEY, else espeak.",
     )
     music_provider: MusicProviderName | None = Field(
         None, description="Default music provider; unset: stability if STABLE_AUDIO_API_KEY, else local."
     )
 
     # --- OpenAI ------------------------------------------------------------------------------
-    openai_api_key: SecretStr | None = Field(None, description="OpenAI key (secret); enables the openai speech provider.")
+    openai_api_key: SecretStr | None = Field(
+        None, description="OpenAI key (secret); enables the openai speech provider."
+    )
     openai_base_url: str = Field("https://api.openai.com/v1", description="Base; /audio/speech is appended.")
     openai_tts_model: str = Field("tts-1", description="OpenAI TTS model when the layer names none.")
     openai_tts_voice: str = Field("alloy", description="OpenAI voice when the layer names none.")
@@ -41,26 +44,36 @@ class ProviderSettings(BaseSettings):
         "mp3", description="Audio format requested from OpenAI."
     )
     openai_rate_limit: int = Field(50, ge=1, le=100_000, description="Requests per OPENAI_RATE_WINDOW_S.")
-    openai_rate_window_s: float = Field(60.0, gt=0, le=3600, description="Window of OPENAI_RATE_LIMIT, seconds.")
+    openai_rate_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Window of OPENAI_RATE_LIMIT, seconds."
+    )
 
     # --- ElevenLabs --------------------------------------------------------------------------
     elevenlabs_api_key: SecretStr | None = Field(
         None, description="ElevenLabs key (secret); enables the elevenlabs speech provider."
     )
-    elevenlabs_base_url: str = Field("https://api.elevenlabs.io", description="/v1/text-to-speech/{voice} appended.")
+    elevenlabs_base_url: str = Field(
+        "https://api.elevenlabs.io", description="/v1/text-to-speech/{voice} appended."
+    )
     elevenlabs_model: str = Field(
-        "eleven_multilingual_v2", description="ElevenLabs model_id when the layer names none; sets the text limit."
+        "eleven_multilingual_v2",
+        description="ElevenLabs model_id when the layer names none; sets the text limit.",
     )
     elevenlabs_voice_id: str = Field(
         "21m00Tcm4TlvDq8ikWAM", description="ElevenLabs voice_id when the layer names none."
     )
     elevenlabs_output_format: str = Field(
-        "mp3_44100_128", pattern=r"^(mp3|opus|wav)_[0-9_]+$",
+        "mp3_44100_128",
+        pattern=r"^(mp3|opus|wav)_[0-9_]+$",
         description="output_format query (mp3_*, opus_* or wav_*; headerless pcm/ulaw are refused).",
     )
     elevenlabs_stability: float = Field(0.5, ge=0.0, le=1.0, description="voice_settings.stability.")
-    elevenlabs_similarity_boost: float = Field(0.75, ge=0.0, le=1.0, description="voice_settings.similarity_boost.")
-    elevenlabs_rate_limit: int = Field(100, ge=1, le=100_000, description="Requests per ELEVENLABS_RATE_WINDOW_S.")
+    elevenlabs_similarity_boost: float = Field(
+        0.75, ge=0.0, le=1.0, description="voice_settings.similarity_boost."
+    )
+    elevenlabs_rate_limit: int = Field(
+        100, ge=1, le=100_000, description="Requests per ELEVENLABS_RATE_WINDOW_S."
+    )
     elevenlabs_rate_window_s: float = Field(
         60.0, gt=0, le=3600, description="Window of ELEVENLABS_RATE_LIMIT, seconds."
     )
@@ -76,7 +89,9 @@ class ProviderSettings(BaseSettings):
     )
     stable_audio_output_format: Literal["mp3", "wav"] = Field("mp3", description="output_format form field.")
     stable_audio_steps: int | None = Field(None, ge=1, le=100, description="Unset: the API's default.")
-    stable_audio_cfg_scale: float | None = Field(None, ge=1.0, le=25.0, description="Unset: the API's default.")
+    stable_audio_cfg_scale: float | None = Field(
+        None, ge=1.0, le=25.0, description="Unset: the API's default."
+    )
     stable_audio_rate_limit: int = Field(150, ge=1, le=100_000, description="Stability allows 150 per 10 s.")
     stable_audio_rate_window_s: float = Field(
         10.0, gt=0, le=3600, description="Window of STABLE_AUDIO_RATE_LIMIT, seconds."
@@ -91,11 +106,18 @@ class ProviderSettings(BaseSettings):
     retry_delay_ms: int = Field(2000, ge=0, le=600_000, description="Base of the exponential backoff.")
     retry_max_delay_ms: int = Field(30_000, ge=0, le=3_600_000, description="Cap of one backoff sleep.")
     retry_after_max_s: float = Field(
-        120.0, ge=0, le=3600, description="A longer Retry-After gives up at once (RetryableError: queue retries)."
+        120.0,
+        ge=0,
+        le=3600,
+        description="A longer Retry-After gives up at once (RetryableError: queue retries).",
     )
     provider_connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Connect timeout, seconds.")
-    provider_read_timeout_s: float = Field(180.0, gt=0, le=3600, description="Max wait between response bytes.")
-    provider_total_timeout_s: float = Field(600.0, gt=0, le=7200, description="Max time of one whole request.")
+    provider_read_timeout_s: float = Field(
+        180.0, gt=0, le=3600, description="Max wait between response bytes."
+    )
+    provider_total_timeout_s: float = Field(
+        600.0, gt=0, le=7200, description="Max time of one whole request."
+    )
     speech_max_chars: int = Field(100_000, ge=1, le=10_000_000, description="Longer text is a PayloadError.")
 
     # --- cache and join ----------------------------------------------------------------------
@@ -109,7 +131,8 @@ class ProviderSettings(BaseSettings):
 
     # --- music url inputs --------------------------------------------------------------------
     input_url_allow_private: bool = Field(
-        False, description="Let music url layers download from loopback, private, link-local (cloud metadata) "
+        False,
+        description="Let music url layers download from loopback, private, link-local (cloud metadata) "
         "and other non-public addresses; off: such URLs fail the job (SSRF guard). Only for trusted payloads.",
     )
 

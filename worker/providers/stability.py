@@ -53,10 +53,14 @@ def parse_error(body: Any) -> ProviderFault | None:
         return None
     errors = body.get("errors") or []
     message = "; ".join(str(e) for e in errors) if isinstance(errors, list) else str(errors)
-    return ProviderFault(code=str(body.get("name") or "error"), message=message or str(body.get("message", "")))
+    return ProviderFault(
+        code=str(body.get("name") or "error"), message=message or str(body.get("message", ""))
+    )
 
 
-def request_fields(settings: ProviderSettings, *, prompt: str, seconds: float, seed: int | None) -> dict[str, Any]:
+def request_fields(
+    settings: ProviderSettings, *, prompt: str, seconds: float, seed: int | None
+) -> dict[str, Any]:
     """The multipart form fields (all strings), validated."""
     if not prompt.strip():
         raise PayloadError("prompt", "must not be empty")
@@ -65,8 +69,11 @@ def request_fields(settings: ProviderSettings, *, prompt: str, seconds: float, s
     if not seconds > 0:
         raise PayloadError("seconds", "must be > 0")
     if seconds > MAX_SECONDS:
-        logger.info("stability makes at most {}s per request; asking for {}s (the render engine loops music beds)",
-                    MAX_SECONDS, MAX_SECONDS)
+        logger.info(
+            "stability makes at most {}s per request; asking for {}s (the render engine loops music beds)",
+            MAX_SECONDS,
+            MAX_SECONDS,
+        )
         seconds = MAX_SECONDS
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise PayloadError("seed", f"must be between 0 and {MAX_SEED} for stability")
@@ -86,12 +93,17 @@ def request_fields(settings: ProviderSettings, *, prompt: str, seconds: float, s
 def _check_finish(response: httpx.Response) -> None:
     reason = response.headers.get("finish-reason", "SUCCESS").upper()
     if reason == "CONTENT_FILTERED":
-        raise PermanentError("stability: content_moderation: the generated audio was filtered (finish-reason "
-                             "CONTENT_FILTERED)")
+        raise PermanentError(
+            "stability: content_moderation: the generated audio was filtered (finish-reason CONTENT_FILTERED)"
+        )
 
 
 async def generate(
-    client: httpx.AsyncClient, settings: ProviderSettings, fields: dict[str, str], dest: Path, policy: RetryPolicy
+    client: httpx.AsyncClient,
+    settings: ProviderSettings,
+    fields: dict[str, str],
+    dest: Path,
+    policy: RetryPolicy,
 ) -> None:
     """Generate music for ``fields`` into ``dest``."""
     if settings.stable_audio_api_key is None:
@@ -104,11 +116,20 @@ async def generate(
         await limiter.acquire(NAME)
         # files= forces multipart/form-data even though no field is a file
         request = client.build_request(
-            "POST", url, files={k: (None, v) for k, v in fields.items()},
+            "POST",
+            url,
+            files={k: (None, v) for k, v in fields.items()},
             headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
         )
-        await stream_audio(client, request, provider=NAME, dest=dest, parse_error=parse_error,
-                           secrets=settings.secrets(), check=_check_finish,
-                           total_timeout=settings.provider_total_timeout_s)
+        await stream_audio(
+            client,
+            request,
+            provider=NAME,
+            dest=dest,
+            parse_error=parse_error,
+            secrets=settings.secrets(),
+            check=_check_finish,
+            total_timeout=settings.provider_total_timeout_s,
+        )
 
     await with_retries(attempt, policy=policy, what=NAME)

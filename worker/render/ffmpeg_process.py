@@ -18,7 +18,9 @@ from worker.errors import PermanentError, RetryableError
 
 STDERR_TAIL_LINES = 200
 MAX_LINE_CHARS = 400
-_NOISE = re.compile(r"^(size=|video:|\s*$|Press \[q\]|\[Parsed_ebur128_\d+ @ [^\]]+\] t:|Stream mapping|  Stream #|Input #|Output #|  Duration:|  Metadata:|    [a-z_]+\s*:)")
+_NOISE = re.compile(
+    r"^(size=|video:|\s*$|Press \[q\]|\[Parsed_ebur128_\d+ @ [^\]]+\] t:|Stream mapping|  Stream #|Input #|Output #|  Duration:|  Metadata:|    [a-z_]+\s*:)"
+)
 _ADDR = re.compile(r" @ 0x[0-9a-f]+")
 # Generic trailers ffmpeg prints after the real cause.
 _TRAILER = re.compile(
@@ -150,5 +152,3 @@ async def run_ffmpeg(
             raise RetryableError(f"ffmpeg failed ({label}, exit {rc}): {summary}")
         raise PermanentError(f"ffmpeg failed ({label}, exit {rc}): {summary}")
     return FfmpegRun(list(tail))
-
-

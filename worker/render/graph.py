@@ -150,7 +150,8 @@ def _source(layer: object, sr: int, length: float, index: int, inp: LayerInput |
         chans = [
             _lavfi(
                 f"anoisesrc=color={layer.color}:sample_rate={sr}:duration={num(length)}"
-                f":amplitude={num(NOISE_AMPLITUDE)}:seed={s}", index
+                f":amplitude={num(NOISE_AMPLITUDE)}:seed={s}",
+                index,
             )
             for s in (seed, seed + 1)
         ]
@@ -176,7 +177,9 @@ def _shape(stream, layer: object, sr: int, length: float):
     return s
 
 
-def mix_command(spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], ffmpeg_path: str) -> list[str]:
+def mix_command(
+    spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], ffmpeg_path: str
+) -> list[str]:
     """Pass 1 (run in the temp dir): the unnormalised mix, measured (ebur128 loudness, sample
     peak), written to ``MIX_FILE``."""
     sr = spec.sample_rate
@@ -197,8 +200,10 @@ def mix_command(spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInpu
 
     ducked = [(x, s) for x, s in music if x.duck is not None] if speech else []
     if ducked:
-        bus = speech[0] if len(speech) == 1 else ffmpeg.filter(
-            speech, "amix", inputs=len(speech), normalize=0, dropout_transition=0
+        bus = (
+            speech[0]
+            if len(speech) == 1
+            else ffmpeg.filter(speech, "amix", inputs=len(speech), normalize=0, dropout_transition=0)
         )
         taps = bus.filter_multi_output("asplit", len(ducked) + 1)
         speech = [taps[0]]
@@ -209,9 +214,13 @@ def mix_command(spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInpu
             sc = taps[n].filter("apad")  # the sidechain must outlast the music
             other.append(
                 ffmpeg.filter(
-                    [s, sc], "sidechaincompress",
-                    threshold=num(db_to_lin(d.threshold_db)), ratio=num(d.ratio),
-                    attack=num(d.attack_ms), release=num(d.release_ms), detection="rms",
+                    [s, sc],
+                    "sidechaincompress",
+                    threshold=num(db_to_lin(d.threshold_db)),
+                    ratio=num(d.ratio),
+                    attack=num(d.attack_ms),
+                    release=num(d.release_ms),
+                    detection="rms",
                 )  # fmt: skip
             )
         other.extend(s for x, s in music if id(x) not in duck_ids)
@@ -220,7 +229,9 @@ def mix_command(spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInpu
 
     bed = _lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={num(duration_s + 0.1)}")
     streams = [bed, *speech, *other]
-    mix = ffmpeg.filter(streams, "amix", inputs=len(streams), duration="first", normalize=0, dropout_transition=0)
+    mix = ffmpeg.filter(
+        streams, "amix", inputs=len(streams), duration="first", normalize=0, dropout_transition=0
+    )
     mix = mix.filter("atrim", end_sample=total)
     if spec.fade_in_s > 0:
         mix = mix.filter("afade", t="in", st=0, d=num(spec.fade_in_s))

@@ -12,7 +12,9 @@ from worker.render.settings import RenderSettings
 from worker.render.spec import LAYER_TYPES, SPEC_VERSION, LegacyJob, RenderSpec, legacy_to_spec
 
 # A model-level rule is raised as ValueError("<field>: <rule>") so the field can be named.
-_FIELD_RULE = re.compile(r"^(?P<field>[A-Za-z_][\w]*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): (?P<rule>.+)$")
+_FIELD_RULE = re.compile(
+    r"^(?P<field>[A-Za-z_][\w]*(?:\[\d+\])?(?:\.[A-Za-z_]\w*(?:\[\d+\])?)*): (?P<rule>.+)$"
+)
 
 
 def parse_spec(payload: Any, settings: RenderSettings | None = None) -> RenderSpec:
@@ -67,7 +69,9 @@ def _to_payload_error(exc: ValidationError) -> PayloadError:
     field = _path(tuple(err["loc"]))
     msg = str(err["msg"])
     if kind == "union_tag_invalid":
-        return PayloadError(f"{field}.type", f"unknown layer type (expected one of: {', '.join(LAYER_TYPES)})")
+        return PayloadError(
+            f"{field}.type", f"unknown layer type (expected one of: {', '.join(LAYER_TYPES)})"
+        )
     if kind == "union_tag_not_found":
         return PayloadError(f"{field}.type", f"required (one of: {', '.join(LAYER_TYPES)})")
     if kind == "missing":

@@ -71,8 +71,14 @@ async def _ffprobe(path: Path, key: str, ffprobe: str) -> AudioInfo:
 
 
 _PCM, _FLOAT, _EXTENSIBLE = 1, 3, 0xFFFE
-_CODECS = {(_PCM, 8): "pcm_u8", (_PCM, 16): "pcm_s16le", (_PCM, 24): "pcm_s24le", (_PCM, 32): "pcm_s32le",
-           (_FLOAT, 32): "pcm_f32le", (_FLOAT, 64): "pcm_f64le"}
+_CODECS = {
+    (_PCM, 8): "pcm_u8",
+    (_PCM, 16): "pcm_s16le",
+    (_PCM, 24): "pcm_s24le",
+    (_PCM, 32): "pcm_s32le",
+    (_FLOAT, 32): "pcm_f32le",
+    (_FLOAT, 64): "pcm_f64le",
+}
 _HEADER_BYTES = 64 * 1024
 
 
@@ -90,7 +96,7 @@ def read_wav_header(path: Path) -> AudioInfo | None:
     fmt: tuple[int, int, int, int, int] | None = None
     pos = 12
     while pos + 8 <= len(head):
-        chunk, length = head[pos:pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        chunk, length = head[pos : pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
         body = pos + 8
         if chunk == b"fmt ":
             if fmt is not None or length < 16 or body + length > len(head):
@@ -108,8 +114,13 @@ def read_wav_header(path: Path) -> AudioInfo | None:
                 return None  # no format yet, streamed (unknown length) or truncated
             tag, channels, rate, align, bits = fmt
             codec = _CODECS.get((tag, bits))
-            if codec is None or not 1 <= channels <= 32 or not 1000 <= rate <= 768_000 \
-                    or align != channels * bits // 8 or length % align:
+            if (
+                codec is None
+                or not 1 <= channels <= 32
+                or not 1000 <= rate <= 768_000
+                or align != channels * bits // 8
+                or length % align
+            ):
                 return None
             return AudioInfo(length / align / rate, rate, channels, codec)
         pos = body + length + (length & 1)

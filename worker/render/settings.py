@@ -15,8 +15,9 @@ class RenderSettings(BaseSettings):
     keyword arguments by field name also work (``RenderSettings(max_duration_s=60)``).
     """
 
-    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True,
-                                      use_attribute_docstrings=True)
+    model_config = SettingsConfigDict(
+        populate_by_name=True, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     max_duration_s: float = Field(3600.0, ge=1, le=14400, alias="RENDER_MAX_DURATION_S")
     """Longest track a spec may ask for (seconds); "fit" durations are capped to it."""

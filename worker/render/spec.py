@@ -49,6 +49,8 @@ def rng(lo: float, hi: float, unit: str = "") -> Any:
 
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,127}$")]
 """A provider, voice, model or mode name: letters, digits and ``_ . : @ + -``."""
+
+
 def _no_dotdot(v: str) -> str:
     if ".." in v:
         raise ValueError("must not contain '..'")
@@ -292,7 +294,9 @@ class RenderSpec(_Model):
                 raise ValueError("fade_out_s: fade_in_s + fade_out_s must not exceed duration_s")
             for i, layer in enumerate(self.layers):
                 if layer.start_s >= d:
-                    raise ValueError(f"layers[{i}].start_s: must be before the end of the track ({_fmt(d)} s)")
+                    raise ValueError(
+                        f"layers[{i}].start_s: must be before the end of the track ({_fmt(d)} s)"
+                    )
         for i, layer in enumerate(self.layers):
             layer._key = f"layers[{i}]"
         return self

@@ -1,15 +1,24 @@
 """Storage of rendered audio in Supabase Storage through its S3-compatible endpoint."""
 
 from worker.storage.client import (
-                                   CONTENT_TYPES,
-                                   ObjectNotFound,
-                                   Storage,
-                                   StoredObject,
-                                   UploadBatch,
-                                   content_type_for,
+    CONTENT_TYPES,
+    ObjectNotFound,
+    Storage,
+    StoredObject,
+    UploadBatch,
+    content_type_for,
 )
 from worker.storage.quirks import classify
 from worker.storage.settings import StorageSettings, derive_s3_endpoint
 
-__all__ = ["CONTENT_TYPES", "ObjectNotFound", "Storage", "StorageSettings", "StoredObject", "UploadBatch", "classify",
-           "content_type_for", "derive_s3_endpoint"]
+__all__ = [
+    "CONTENT_TYPES",
+    "ObjectNotFound",
+    "Storage",
+    "StorageSettings",
+    "StoredObject",
+    "UploadBatch",
+    "classify",
+    "content_type_for",
+    "derive_s3_endpoint",
+]

@@ -26,8 +26,16 @@ from worker.storage.quirks import classify, error_code, register_hooks
 from worker.storage.settings import StorageSettings
 
 T = TypeVar("T")
-CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "mp3": "audio/mpeg", "ogg": "audio/ogg",
-                 "opus": "audio/ogg", "m4a": "audio/mp4", "aac": "audio/aac", "json": "application/json"}
+CONTENT_TYPES = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "mp3": "audio/mpeg",
+    "ogg": "audio/ogg",
+    "opus": "audio/ogg",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+    "json": "application/json",
+}
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _EXT_RE = re.compile(r"^[a-z0-9]{1,10}$")
 _MAX_DELAY_S = 30.0
@@ -147,8 +155,9 @@ class Storage:
 
     # -- keys and URLs -------------------------------------------------------------------------
 
-    def object_key(self, job_id: str, ext: str, *, timestamp_ms: int | None = None,
-                   variant: str | None = None) -> str:
+    def object_key(
+        self, job_id: str, ext: str, *, timestamp_ms: int | None = None, variant: str | None = None
+    ) -> str:
         """``{prefix}/{job_id}_{timestamp_ms}[_{variant}].{ext}``."""
         ext = ext.lower().lstrip(".")
         if not _JOB_ID_RE.match(job_id) or not _EXT_RE.match(ext):
@@ -164,13 +173,19 @@ class Storage:
         """Public object URL, or a presigned GET URL when STORAGE_URL_MODE=signed."""
         if self.settings.storage_url_mode == "public":
             return f"{self.settings.supabase_url}/storage/v1/object/public/{bucket}/{quote(key, safe='/')}"
-        return str(self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key},
-            ExpiresIn=self.settings.storage_signed_url_ttl_s))
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": bucket, "Key": key},
+                ExpiresIn=self.settings.storage_signed_url_ttl_s,
+            )
+        )
 
     # -- uploads -------------------------------------------------------------------------------
 
-    def upload_file(self, path: Path, *, bucket: str, key: str, content_type: str | None = None) -> StoredObject:
+    def upload_file(
+        self, path: Path, *, bucket: str, key: str, content_type: str | None = None
+    ) -> StoredObject:
         """Stream ``path`` to ``bucket/key``; multipart above the threshold; retried.
 
         Raises RetryableError when storage stays unreachable/5xx after the configured attempts,
@@ -187,22 +202,39 @@ class Storage:
             if size > self.settings.multipart_threshold:
                 digest = self._upload_multipart(path, bucket, key, content_type, size)
             else:
-                digest = self._retry(lambda: self._put(path, bucket, key, content_type, size),
-                                     action=f"upload {key}", bucket=bucket, size=size)
+                digest = self._retry(
+                    lambda: self._put(path, bucket, key, content_type, size),
+                    action=f"upload {key}",
+                    bucket=bucket,
+                    size=size,
+                )
         except Exception:
             metrics.upload_failed()
             raise
         metrics.uploaded(bucket, size)
-        logger.info("stored {}/{} ({} bytes, {}) in {:.2f}s", bucket, key, size, content_type,
-                    time.monotonic() - started)
-        return StoredObject(bucket=bucket, key=key, size=size, sha256=digest, content_type=content_type,
-                            url=self.url_for(bucket, key))
+        logger.info(
+            "stored {}/{} ({} bytes, {}) in {:.2f}s",
+            bucket,
+            key,
+            size,
+            content_type,
+            time.monotonic() - started,
+        )
+        return StoredObject(
+            bucket=bucket,
+            key=key,
+            size=size,
+            sha256=digest,
+            content_type=content_type,
+            url=self.url_for(bucket, key),
+        )
 
     def _put(self, path: Path, bucket: str, key: str, content_type: str, size: int) -> str:
         with path.open("rb") as file:
             reader = _HashingReader(file)
-            self._s3.put_object(Bucket=bucket, Key=key, Body=reader, ContentLength=size,
-                                ContentType=content_type)
+            self._s3.put_object(
+                Bucket=bucket, Key=key, Body=reader, ContentLength=size, ContentType=content_type
+            )
         if reader.count != size:
             raise PermanentError(f"rendered file changed while uploading: {path.name}")
         return reader.digest.hexdigest()
@@ -210,39 +242,62 @@ class Storage:
     def _upload_multipart(self, path: Path, bucket: str, key: str, content_type: str, size: int) -> str:
         action = f"upload {key}"
         upload_id: str = self._retry(
-            lambda: self._s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)["UploadId"],
-            action=action, bucket=bucket, size=size)
+            lambda: self._s3.create_multipart_upload(Bucket=bucket, Key=key, ContentType=content_type)[
+                "UploadId"
+            ],
+            action=action,
+            bucket=bucket,
+            size=size,
+        )
         try:
             digest, parts = self._send_parts(path, bucket, key, upload_id, size)
-            self._retry(lambda: self._complete(bucket, key, upload_id, parts, size),
-                        action=action, bucket=bucket, size=size)
+            self._retry(
+                lambda: self._complete(bucket, key, upload_id, parts, size),
+                action=action,
+                bucket=bucket,
+                size=size,
+            )
         except BaseException:
-            self._best_effort(lambda: self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
-                              f"abort multipart upload of {bucket}/{key}")
+            self._best_effort(
+                lambda: self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                f"abort multipart upload of {bucket}/{key}",
+            )
             raise
         return digest
 
-    def _send_parts(self, path: Path, bucket: str, key: str, upload_id: str,
-                    size: int) -> tuple[str, list[dict[str, Any]]]:
+    def _send_parts(
+        self, path: Path, bucket: str, key: str, upload_id: str, size: int
+    ) -> tuple[str, list[dict[str, Any]]]:
         """Send the file's parts, up to N at a time, each streamed from disk; hash the file meanwhile.
 
         No part is ever held in memory: each attempt reads its slice of the file as botocore sends
         it, so the worker's memory does not grow with the file's length or the part size.
         """
         part_size = self.settings.part_size
-        spans = [(n, offset, min(part_size, size - offset))
-                 for n, offset in enumerate(range(0, size, part_size), start=1)]
+        spans = [
+            (n, offset, min(part_size, size - offset))
+            for n, offset in enumerate(range(0, size, part_size), start=1)
+        ]
 
         def send(n: int, offset: int, length: int) -> dict[str, Any]:
             def attempt() -> str:
                 with _FileSlice(path, offset, length) as body:
-                    etag = self._s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=n,
-                                                Body=body, ContentLength=length)["ETag"]
+                    etag = self._s3.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=n,
+                        Body=body,
+                        ContentLength=length,
+                    )["ETag"]
                     if body.short:
                         raise PermanentError(f"rendered file changed while uploading: {path.name}")
                     return str(etag)
-            return {"PartNumber": n, "ETag": self._retry(attempt, action=f"upload {key} part {n}",
-                                                         bucket=bucket, size=size)}
+
+            return {
+                "PartNumber": n,
+                "ETag": self._retry(attempt, action=f"upload {key} part {n}", bucket=bucket, size=size),
+            }
 
         limit = self.settings.storage_multipart_concurrency
         with ThreadPoolExecutor(limit, thread_name_prefix="s3-part") as pool:
@@ -258,10 +313,13 @@ class Storage:
             raise PermanentError(f"rendered file changed while uploading: {path.name}")
         return digest, parts
 
-    def _complete(self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], size: int) -> None:
+    def _complete(
+        self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]], size: int
+    ) -> None:
         try:
-            self._s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                               MultipartUpload={"Parts": parts})
+            self._s3.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
         except ClientError as exc:
             # A retried Complete whose first try did land answers NoSuchUpload: accept if the object is whole.
             if error_code(exc)[0] != "NoSuchUpload":
@@ -278,6 +336,7 @@ class Storage:
         Raises ObjectNotFound when there is no such object, RetryableError when storage stays
         unreachable, PermanentError when retrying cannot help. ``dest`` never holds a partial file.
         """
+
         def get() -> None:
             try:
                 self._s3.download_file(bucket, key, str(dest))
@@ -305,15 +364,21 @@ class Storage:
         first_error: Exception | None = None
         for bucket, keys in by_bucket.items():
             for start in range(0, len(keys), 1000):
-                batch = keys[start:start + 1000]
+                batch = keys[start : start + 1000]
                 if not strict:
-                    self._best_effort(lambda: self._delete_batch(bucket, batch), f"delete {batch} from {bucket}")
+                    self._best_effort(
+                        lambda: self._delete_batch(bucket, batch),  # noqa: B023 (called at once)
+                        f"delete {batch} from {bucket}",
+                    )
                     continue
                 try:
                     self._delete_batch(bucket, batch)
-                except Exception as exc:  # noqa: BLE001 - raised below, after the other batches
-                    first_error = first_error or (exc if isinstance(exc, JobError)
-                                                  else classify(exc, action="delete objects", bucket=bucket))
+                except Exception as exc:
+                    first_error = first_error or (
+                        exc
+                        if isinstance(exc, JobError)
+                        else classify(exc, action="delete objects", bucket=bucket)
+                    )
         if first_error is not None:
             raise first_error
 
@@ -321,7 +386,8 @@ class Storage:
         def call() -> dict[str, Any]:
             try:
                 return self._s3.delete_objects(
-                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+                )
             except ClientError as exc:
                 code, status = error_code(exc)
                 if code in {"NoSuchBucket", "NoSuchKey"} or status == 404:  # nothing left to delete
@@ -331,8 +397,10 @@ class Storage:
         response = self._retry(call, action=f"delete {len(keys)} objects", bucket=bucket)
         failed = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
         if failed:
-            raise PermanentError(f"storage kept {len(failed)} objects: "
-                                 + ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in failed[:5]))
+            raise PermanentError(
+                f"storage kept {len(failed)} objects: "
+                + ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in failed[:5])
+            )
 
     @contextmanager
     def cleanup_on_failure(self) -> Iterator[UploadBatch]:
@@ -349,14 +417,19 @@ class Storage:
     def check(self) -> list[str]:
         """Problems that stop uploads (missing credentials or buckets, refused keys); [] when ready."""
         settings = self.settings
-        if not settings.storage_s3_access_key_id or not settings.storage_s3_secret_access_key.get_secret_value():
-            return ["storage credentials missing: set STORAGE_S3_ACCESS_KEY_ID and STORAGE_S3_SECRET_ACCESS_KEY "
-                    "(Supabase Dashboard -> Storage -> S3 Connection -> Access keys)"]
+        if (
+            not settings.storage_s3_access_key_id
+            or not settings.storage_s3_secret_access_key.get_secret_value()
+        ):
+            return [
+                "storage credentials missing: set STORAGE_S3_ACCESS_KEY_ID and STORAGE_S3_SECRET_ACCESS_KEY "
+                "(Supabase Dashboard -> Storage -> S3 Connection -> Access keys)"
+            ]
         problems: list[str] = []
         for bucket in dict.fromkeys([settings.master_bucket, settings.preview_bucket]):
             try:
                 self._s3.head_bucket(Bucket=bucket)
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
+            except Exception as exc:
                 problems.append(str(classify(exc, action="reach the bucket", bucket=bucket)))
         return problems
 
@@ -368,14 +441,16 @@ class Storage:
         for attempt in range(1, attempts + 1):
             try:
                 return fn()
-            except Exception as exc:  # noqa: BLE001 - classified below
+            except Exception as exc:
                 error = classify(exc, action=action, bucket=bucket, size=size)
                 if not error.retryable or attempt == attempts:
                     if error is exc:
                         raise
                     raise error from exc
                 delay = min(base * 2 ** (attempt - 1), _MAX_DELAY_S) * random.uniform(0.8, 1.2)
-                logger.warning("storage: {} (attempt {}/{}), retrying in {:.2f}s", error, attempt, attempts, delay)
+                logger.warning(
+                    "storage: {} (attempt {}/{}), retrying in {:.2f}s", error, attempt, attempts, delay
+                )
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -385,7 +460,7 @@ class Storage:
             fn()
         except JobError as exc:
             logger.error("storage: could not {}: {}", what, exc)
-        except Exception as exc:  # noqa: BLE001 - cleanup must not mask the job's own error
+        except Exception as exc:
             logger.error("storage: could not {}: {}", what, type(exc).__name__)
 
 
@@ -396,7 +471,9 @@ class UploadBatch:
         self._storage = storage
         self.objects: list[StoredObject] = []
 
-    def upload_file(self, path: Path, *, bucket: str, key: str, content_type: str | None = None) -> StoredObject:
+    def upload_file(
+        self, path: Path, *, bucket: str, key: str, content_type: str | None = None
+    ) -> StoredObject:
         obj = self._storage.upload_file(path, bucket=bucket, key=key, content_type=content_type)
         self.objects.append(obj)
         return obj

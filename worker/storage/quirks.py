@@ -19,7 +19,13 @@ from worker.errors import JobError, PermanentError, RetryableError
 
 _NAMESPACED_ROOT = re.compile(rb"<Error\s[^>]*>")
 XML_BODY_OPERATIONS = ("DeleteObjects", "CompleteMultipartUpload")
-RETRYABLE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed"}
+RETRYABLE_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+}
 DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidSignature"}
 
 

@@ -41,22 +41,50 @@ class StorageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    supabase_url: str | None = Field(None, description="Project URL (https://<ref>.supabase.co); builds public URLs and the S3 endpoint.")
-    storage_s3_endpoint: str | None = Field(None, description="S3 endpoint; derived from SUPABASE_URL when unset (one of the two is required).")
-    storage_s3_region: str = Field("us-east-1", min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$",
-                                   description="Region shown on Supabase's S3 Connection page.")
-    storage_s3_access_key_id: str = Field("", description="S3 access key id (Storage -> S3 Connection -> Access keys).")
-    storage_s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret access key; never printed.")
+    supabase_url: str | None = Field(
+        None, description="Project URL (https://<ref>.supabase.co); builds public URLs and the S3 endpoint."
+    )
+    storage_s3_endpoint: str | None = Field(
+        None, description="S3 endpoint; derived from SUPABASE_URL when unset (one of the two is required)."
+    )
+    storage_s3_region: str = Field(
+        "us-east-1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="Region shown on Supabase's S3 Connection page.",
+    )
+    storage_s3_access_key_id: str = Field(
+        "", description="S3 access key id (Storage -> S3 Connection -> Access keys)."
+    )
+    storage_s3_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="S3 secret access key; never printed."
+    )
     supabase_storage_bucket: str = Field("audio-files", description="Bucket for masters.")
-    storage_preview_bucket: str | None = Field(None, description="Bucket for previews; the master bucket when unset.")
-    storage_path_prefix: str = Field("generated", description="Key prefix: keys are {prefix}/{job_id}_{timestamp}.{ext}.")
-    storage_url_mode: Literal["public", "signed"] = Field("public", description="public object URLs (public bucket) or presigned URLs.")
+    storage_preview_bucket: str | None = Field(
+        None, description="Bucket for previews; the master bucket when unset."
+    )
+    storage_path_prefix: str = Field(
+        "generated", description="Key prefix: keys are {prefix}/{job_id}_{timestamp}.{ext}."
+    )
+    storage_url_mode: Literal["public", "signed"] = Field(
+        "public", description="public object URLs (public bucket) or presigned URLs."
+    )
     storage_signed_url_ttl_s: int = Field(604800, ge=60, le=604800, description="Lifetime of presigned URLs.")
-    storage_multipart_threshold_mb: int = Field(25, ge=5, le=5120, description="Files above this many MiB go multipart; keep below the plan's upload limit.")
+    storage_multipart_threshold_mb: int = Field(
+        25,
+        ge=5,
+        le=5120,
+        description="Files above this many MiB go multipart; keep below the plan's upload limit.",
+    )
     storage_multipart_part_mb: int = Field(16, ge=5, le=512, description="Multipart part size in MiB.")
     storage_multipart_concurrency: int = Field(4, ge=1, le=16, description="Parts uploaded at once.")
-    storage_upload_attempts: int = Field(4, ge=1, le=10, description="Attempts per S3 call before the job is retried later.")
-    storage_retry_delay_ms: int = Field(1000, ge=0, le=60000, description="First retry delay; doubles each time, capped at 30 s.")
+    storage_upload_attempts: int = Field(
+        4, ge=1, le=10, description="Attempts per S3 call before the job is retried later."
+    )
+    storage_retry_delay_ms: int = Field(
+        1000, ge=0, le=60000, description="First retry delay; doubles each time, capped at 30 s."
+    )
     storage_connect_timeout_s: float = Field(10.0, gt=0, le=300, description="Connect timeout of S3 calls.")
     storage_read_timeout_s: float = Field(60.0, gt=0, le=3600, description="Read timeout of S3 calls.")
 

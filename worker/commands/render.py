@@ -34,15 +34,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _speech(layer: SpeechLayer, out_dir: Path) -> Path:
-    """Speech from the providers package; if it is not installed, espeak-ng directly."""
-    try:
-        from worker.providers import fetch_speech
-    except ImportError:  # fallback for checkouts without worker.providers
-        dest = out_dir / f"speech-{layer.key.strip('layers[]')}.wav"
-        proc = await asyncio.create_subprocess_exec("espeak-ng", "-w", str(dest), "--", layer.text)
-        if await proc.wait() != 0:
-            raise PayloadError(layer.key, "espeak-ng could not speak the text")
-        return dest
+    """Speech from the configured provider (espeak-ng when no API key is set)."""
+    from worker.providers import fetch_speech
+
     return await fetch_speech(
         text=layer.text, provider=layer.provider, voice=layer.voice, model=layer.model,
         speed=layer.speed, out_dir=out_dir,
@@ -55,7 +49,9 @@ async def _music(layer: MusicLayer, out_dir: Path) -> Path:
     from worker.providers import fetch_music
 
     g = layer.generate
-    return await fetch_music(provider=g.provider, prompt=g.prompt, seconds=g.seconds, seed=g.seed, out_dir=out_dir)
+    return await fetch_music(
+        provider=g.provider, prompt=g.prompt, seconds=g.seconds, seed=g.seed, out_dir=out_dir
+    )
 
 
 async def _inputs(spec: RenderSpec, given: dict[str, Path], work: Path) -> dict[str, Path]:

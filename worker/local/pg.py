@@ -21,11 +21,13 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from worker.ports import free_port
+from worker.local.ports import free_port
 
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-MISSING_HINT = ("no PostgreSQL server answers on 127.0.0.1:5432 and initdb is not installed; "
-                "install PostgreSQL (Debian: apt-get install postgresql)")
+MISSING_HINT = (
+    "no PostgreSQL server answers on 127.0.0.1:5432 and initdb is not installed; "
+    "install PostgreSQL (Debian: apt-get install postgresql)"
+)
 
 
 def answers(url: str) -> bool:
@@ -70,7 +72,9 @@ class TempCluster:
             self.user = "postgres" if user_exists("postgres") else "nobody"
             shutil.chown(self.dir, self.user)
         try:
-            self._run([initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            self._run(
+                [initdb, "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]
+            )
             opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200"
             self._run([pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"])
         except BaseException:
@@ -102,8 +106,9 @@ class TempCluster:
 class LocalDatabases:
     """Hands out throwaway databases on one server and drops them all at the end."""
 
-    def __init__(self, admin_url: str | None = None, *, label: str = "tests",
-                 missing_hint: str = MISSING_HINT) -> None:
+    def __init__(
+        self, admin_url: str | None = None, *, label: str = "tests", missing_hint: str = MISSING_HINT
+    ) -> None:
         self.cluster: TempCluster | None = None
         if admin_url:
             self.admin_url = admin_url
@@ -119,8 +124,11 @@ class LocalDatabases:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'create database "{name}"')
         self.created.append(name)
-        return make_conninfo(self.admin_url, dbname=name) if "=" in self.admin_url and "://" not in self.admin_url \
+        return (
+            make_conninfo(self.admin_url, dbname=name)
+            if "=" in self.admin_url and "://" not in self.admin_url
             else with_dbname(self.admin_url, name)
+        )
 
     def drop(self, url: str) -> None:
         name = conninfo_to_dict(url)["dbname"]

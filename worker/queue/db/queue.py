@@ -11,7 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from worker.db.queries import q
+from worker.queue.db.queries import q
 
 NOTIFY_CHANNEL = "audio_queue_jobs"
 
@@ -37,16 +37,25 @@ class Job:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         return cls(
-            id=row["id"], lease_id=row["lease_id"], payload=row["payload"], attempts=row["attempts"],
-            max_attempts=row["max_attempts"], priority=row["priority"], track_id=row["track_id"],
-            user_id=row["user_id"], created_at=row["created_at"], run_at=row["run_at"],
+            id=row["id"],
+            lease_id=row["lease_id"],
+            payload=row["payload"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            priority=row["priority"],
+            track_id=row["track_id"],
+            user_id=row["user_id"],
+            created_at=row["created_at"],
+            run_at=row["run_at"],
             pending_objects=list(row.get("pending_objects") or []),
         )
 
 
 async def claim_jobs(conn: AsyncConnection, worker_id: str, limit: int, lease_seconds: int) -> list[Job]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("claim_jobs"), {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds})
+        await cur.execute(
+            q("claim_jobs"), {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds}
+        )
         return [Job.from_row(r) for r in await cur.fetchall()]
 
 
@@ -58,23 +67,50 @@ async def _scalar(conn: AsyncConnection, name: str, params: dict[str, Any]) -> A
 
 async def heartbeat(conn: AsyncConnection, job: Job, progress: int, stage: str | None) -> bool:
     """Renew the lease and report progress; False means stop: lease lost or cancel requested."""
-    return bool(await _scalar(conn, "heartbeat", {
-        "job_id": job.id, "progress": progress, "stage": stage, "lease_id": job.lease_id}))
+    return bool(
+        await _scalar(
+            conn,
+            "heartbeat",
+            {"job_id": job.id, "progress": progress, "stage": stage, "lease_id": job.lease_id},
+        )
+    )
 
 
-async def complete_job(conn: AsyncConnection, job: Job, *, result: dict[str, Any] | None = None,
-                       error: str | None = None, retryable: bool = False) -> bool:
+async def complete_job(
+    conn: AsyncConnection,
+    job: Job,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    retryable: bool = False,
+) -> bool:
     """Record the outcome; False means the lease was lost or the job cancelled: discard the work."""
-    return bool(await _scalar(conn, "complete_job", {
-        "job_id": job.id, "result": Jsonb(result) if result is not None else None, "error": error,
-        "lease_id": job.lease_id, "retryable": retryable}))
+    return bool(
+        await _scalar(
+            conn,
+            "complete_job",
+            {
+                "job_id": job.id,
+                "result": Jsonb(result) if result is not None else None,
+                "error": error,
+                "lease_id": job.lease_id,
+                "retryable": retryable,
+            },
+        )
+    )
 
 
 async def complete_jobs(conn: AsyncConnection, done: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
     """Record many successes in one transaction; each element as :func:`complete_job` would."""
-    oks = await _scalar(conn, "complete_jobs", {
-        "job_ids": [j.id for j, _ in done], "lease_ids": [j.lease_id for j, _ in done],
-        "results": [Jsonb(r) for _, r in done]})
+    oks = await _scalar(
+        conn,
+        "complete_jobs",
+        {
+            "job_ids": [j.id for j, _ in done],
+            "lease_ids": [j.lease_id for j, _ in done],
+            "results": [Jsonb(r) for _, r in done],
+        },
+    )
     return [bool(x) for x in oks]
 
 
@@ -90,8 +126,11 @@ async def rescue_if_leader(conn: AsyncConnection) -> int | None:
 
 async def record_objects(conn: AsyncConnection, job: Job, objects: list[dict[str, str]]) -> bool:
     """Note objects this attempt is about to upload; False means the job is no longer ours."""
-    return bool(await _scalar(conn, "record_objects", {
-        "job_id": job.id, "lease_id": job.lease_id, "objects": Jsonb(objects)}))
+    return bool(
+        await _scalar(
+            conn, "record_objects", {"job_id": job.id, "lease_id": job.lease_id, "objects": Jsonb(objects)}
+        )
+    )
 
 
 async def forget_objects(conn: AsyncConnection, job_id: uuid.UUID, objects: list[dict[str, str]]) -> bool:
@@ -99,7 +138,9 @@ async def forget_objects(conn: AsyncConnection, job_id: uuid.UUID, objects: list
     return bool(await _scalar(conn, "forget_objects", {"job_id": job_id, "objects": Jsonb(objects)}))
 
 
-async def orphaned_objects(conn: AsyncConnection, limit: int = 100) -> list[tuple[uuid.UUID, str, list[dict[str, str]]]]:
+async def orphaned_objects(
+    conn: AsyncConnection, limit: int = 100
+) -> list[tuple[uuid.UUID, str, list[dict[str, str]]]]:
     """Finished jobs that still list objects nobody deleted: (job id, status, objects)."""
     cur = await conn.execute(q("orphaned_objects"), {"limit": limit})
     return [(r[0], r[1], list(r[2])) for r in await cur.fetchall()]

@@ -1,7 +1,7 @@
 """app.json's ``env`` block, generated from the settings classes, so Heroku's deploy form lists
 every variable the worker reads, with its description, whether it must be set, and its default.
 
-``python -m worker.heroku`` rewrites app.json's env block (a test fails when it is stale).
+``python -m worker.commands.heroku`` rewrites app.json's env block (a test fails when it is stale).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from worker.settings_doc import env_name, settings_classes
+from worker.commands.settings import env_name, settings_classes
 
-APP_JSON = Path(__file__).resolve().parents[1] / "app.json"
+APP_JSON = Path(__file__).resolve().parents[2] / "app.json"
 
 # Optional for the settings classes, but a deployed worker runs the pipeline, which cannot start
 # without storage: SUPABASE_URL (public URLs and the S3 endpoint) and the S3 access key pair.

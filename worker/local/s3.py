@@ -10,11 +10,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from worker.ports import free_port
+from worker.local.ports import free_port
 
 ACCESS_KEY_ID = "local-demo-key-id"
-MOTO_MISSING = ("the local S3 server needs moto, a development dependency: run `uv sync` in a checkout "
-                "(it installs the dev group), or set SUPABASE_URL or STORAGE_S3_ENDPOINT to use real storage")
+MOTO_MISSING = (
+    "the local S3 server needs moto, a development dependency: run `uv sync` in a checkout "
+    "(it installs the dev group), or set SUPABASE_URL or STORAGE_S3_ENDPOINT to use real storage"
+)
 SECRET_ACCESS_KEY = "local-demo-secret"  # a local moto server accepts any key
 REGION = "us-east-1"
 
@@ -50,7 +52,9 @@ class LocalS3:
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the local S3 server did not listen on 127.0.0.1:{self.port}") from None
+                    raise RuntimeError(
+                        f"the local S3 server did not listen on 127.0.0.1:{self.port}"
+                    ) from None
                 time.sleep(0.05)
         client = self.client()
         for name in self.buckets:
@@ -67,8 +71,13 @@ class LocalS3:
 
     def client(self) -> Any:
         return boto3.session.Session().client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY_ID,
-            aws_secret_access_key=SECRET_ACCESS_KEY, config=Config(s3={"addressing_style": "path"}))
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            config=Config(s3={"addressing_style": "path"}),
+        )
 
     def env(self) -> dict[str, str]:
         """Storage environment variables pointing a worker at this server."""

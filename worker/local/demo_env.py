@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from worker.locals3 import LocalS3
-from worker.localpg import LocalDatabases
+from worker.local.pg import LocalDatabases
+from worker.local.s3 import LocalS3
 
 STORAGE_VARS = ("SUPABASE_URL", "STORAGE_S3_ENDPOINT")
-PG_HINT = ("no DATABASE_URL, no PostgreSQL answering on 127.0.0.1:5432 and initdb is not installed: "
-           "run `bash .ci/demo` (it installs PostgreSQL) or set DATABASE_URL")
+PG_HINT = (
+    "no DATABASE_URL, no PostgreSQL answering on 127.0.0.1:5432 and initdb is not installed: "
+    "run `bash .ci/demo` (it installs PostgreSQL) or set DATABASE_URL"
+)
 
 
 class DemoEnvironment:
@@ -41,7 +43,7 @@ class DemoEnvironment:
     def _database(self) -> None:
         given = self.environ.get("DATABASE_URL", "").strip()
         if given:
-            from worker.db.connect import safe_dsn
+            from worker.queue.db.connect import safe_dsn
 
             self.database_url = given
             self.say(f"database: DATABASE_URL ({safe_dsn(given)})")
@@ -51,8 +53,11 @@ class DemoEnvironment:
         except RuntimeError as exc:
             raise SystemExit(f"demo: {exc}") from None
         self.database_url = self.databases.create("aw_demo")
-        where = (f"a throwaway PostgreSQL cluster on 127.0.0.1:{self.databases.cluster.port}"
-                 if self.databases.cluster else "the PostgreSQL server on 127.0.0.1:5432")
+        where = (
+            f"a throwaway PostgreSQL cluster on 127.0.0.1:{self.databases.cluster.port}"
+            if self.databases.cluster
+            else "the PostgreSQL server on 127.0.0.1:5432"
+        )
         self.say(f"database: a throwaway database in {where}")
         self.env["DATABASE_URL"] = self.database_url
 
@@ -64,7 +69,9 @@ class DemoEnvironment:
             self.s3 = LocalS3().start()
         except RuntimeError as exc:
             raise SystemExit(f"demo: {exc}") from None
-        self.say(f"storage: a local S3 server (moto) on {self.s3.endpoint}, buckets {', '.join(self.s3.buckets)}")
+        self.say(
+            f"storage: a local S3 server (moto) on {self.s3.endpoint}, buckets {', '.join(self.s3.buckets)}"
+        )
         self.env.update(self.s3.env())
 
     def close(self, keep_database: bool = False) -> None:

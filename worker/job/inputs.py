@@ -5,7 +5,7 @@
 - music ``object``: a file in storage: ``bucket/key`` when the first path segment is a bucket this
   worker uses (master or preview bucket), otherwise a key in the master bucket;
 - music ``url``: an http(s) download, streamed to disk with a size cap and a timeout; hosts that
-  resolve to private or local addresses are refused (``worker.urlguard``) unless
+  resolve to private or local addresses are refused (``worker.job.urlguard``) unless
   ``INPUT_URL_ALLOW_PRIVATE`` is set.
 
 Every ``PayloadError`` names the layer's field (``layers[2].speed``), since provider errors only
@@ -23,10 +23,10 @@ from pathlib import Path, PurePosixPath
 import httpx
 
 from worker.errors import PayloadError, PermanentError, RetryableError
+from worker.job.urlguard import MAX_REDIRECTS, AddressPolicy, guarded_get, is_public
 from worker.providers import ProviderSettings, fetch_music, fetch_speech
 from worker.render.spec import InputLayer, MusicLayer, SpeechLayer
 from worker.storage import ObjectNotFound, Storage
-from worker.urlguard import MAX_REDIRECTS, AddressPolicy, guarded_get, is_public
 
 DOWNLOAD_MAX_BYTES = 512 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 120.0
@@ -51,22 +51,36 @@ def _rename(exc: PayloadError, prefix: str) -> PayloadError:
     return PayloadError(f"{prefix}.{exc.field}", exc.rule)
 
 
-async def fetch_input(layer: InputLayer, out_dir: Path, *, providers: ProviderSettings,
-                      storage: Storage | None) -> Path:
+async def fetch_input(
+    layer: InputLayer, out_dir: Path, *, providers: ProviderSettings, storage: Storage | None
+) -> Path:
     """Write ``layer``'s audio into ``out_dir`` and return its path (errors: ``worker.errors``)."""
     key = layer.key
     if isinstance(layer, SpeechLayer):
         try:
-            return await fetch_speech(text=layer.text, provider=layer.provider, voice=layer.voice,
-                                      model=layer.model, speed=layer.speed, out_dir=out_dir, settings=providers)
+            return await fetch_speech(
+                text=layer.text,
+                provider=layer.provider,
+                voice=layer.voice,
+                model=layer.model,
+                speed=layer.speed,
+                out_dir=out_dir,
+                settings=providers,
+            )
         except PayloadError as exc:
             raise _rename(exc, key) from None
     assert isinstance(layer, MusicLayer)
     if layer.generate is not None:
         g = layer.generate
         try:
-            return await fetch_music(provider=g.provider, prompt=g.prompt, seconds=g.seconds, seed=g.seed,
-                                     out_dir=out_dir, settings=providers)
+            return await fetch_music(
+                provider=g.provider,
+                prompt=g.prompt,
+                seconds=g.seconds,
+                seed=g.seed,
+                out_dir=out_dir,
+                settings=providers,
+            )
         except PayloadError as exc:
             raise _rename(exc, f"{key}.generate") from None
     if layer.object is not None:
@@ -74,8 +88,9 @@ async def fetch_input(layer: InputLayer, out_dir: Path, *, providers: ProviderSe
             raise PermanentError(f"{key}.object: storage is not configured")
         return await asyncio.to_thread(download_object, storage, layer.object, out_dir, f"{key}.object")
     assert layer.url is not None
-    return await download_url(str(layer.url), out_dir, f"{key}.url",
-                              allow_private=providers.input_url_allow_private)
+    return await download_url(
+        str(layer.url), out_dir, f"{key}.url", allow_private=providers.input_url_allow_private
+    )
 
 
 def split_object_path(storage: Storage, path: str) -> tuple[str, str]:
@@ -98,15 +113,22 @@ def download_object(storage: Storage, path: str, out_dir: Path, field: str) -> P
         raise PayloadError(field, str(exc)) from None
 
 
-async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = DOWNLOAD_MAX_BYTES,
-                       timeout_s: float = DOWNLOAD_TIMEOUT_S, allow_private: bool = False,
-                       allowed: AddressPolicy = is_public) -> Path:
+async def download_url(
+    url: str,
+    out_dir: Path,
+    field: str,
+    *,
+    max_bytes: int = DOWNLOAD_MAX_BYTES,
+    timeout_s: float = DOWNLOAD_TIMEOUT_S,
+    allow_private: bool = False,
+    allowed: AddressPolicy = is_public,
+) -> Path:
     """Stream an http(s) URL to a file in ``out_dir``.
 
     4xx (and a body over ``max_bytes``) is the job's fault: PayloadError naming ``field``.
     5xx, 408/429, timeouts and connection errors (including a host that does not resolve) may
     pass: RetryableError. Unless ``allow_private``, every hop's addresses must pass ``allowed``
-    (``worker.urlguard``), else PayloadError.
+    (``worker.job.urlguard``), else PayloadError.
     """
     parsed = httpx.URL(url)
     if parsed.scheme not in ("http", "https"):
@@ -155,8 +177,9 @@ async def download_url(url: str, out_dir: Path, field: str, *, max_bytes: int = 
 
 
 @asynccontextmanager
-async def _get(url: str, field: str, timeout: httpx.Timeout,
-               allowed: AddressPolicy | None) -> AsyncIterator[httpx.Response]:
+async def _get(
+    url: str, field: str, timeout: httpx.Timeout, allowed: AddressPolicy | None
+) -> AsyncIterator[httpx.Response]:
     """The streamed response to a GET of ``url``: through the SSRF guard, or plain httpx when
     ``allowed`` is None (private addresses allowed)."""
     if allowed is not None:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from worker.db.queue import Job
+from worker.queue.db.queue import Job
 
 Send = Callable[[list[tuple[Job, dict[str, Any]]]], Awaitable[list[bool]]]
 SendOne = Callable[[Job, dict[str, Any]], Awaitable[bool]]
@@ -36,7 +36,7 @@ class CompletionBatcher:
     async def _flush(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue[: self._max], self._queue[self._max:]
+                batch, self._queue = self._queue[: self._max], self._queue[self._max :]
                 await self._send(batch)
         finally:
             self._flusher = None

@@ -18,7 +18,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 # (section title, "module:Class"), in README order.
@@ -77,8 +77,11 @@ def _range(field: FieldInfo) -> str:
     else:
         parts += [p if p != hi or hi.startswith("<") else f"<= {p}" for p in (lo, hi) if p]
     args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
-    literal = field.annotation if typing.get_origin(field.annotation) is typing.Literal else next(
-        (a for a in args if typing.get_origin(a) is typing.Literal), None)
+    literal = (
+        field.annotation
+        if typing.get_origin(field.annotation) is typing.Literal
+        else next((a for a in args if typing.get_origin(a) is typing.Literal), None)
+    )
     if literal is not None:
         parts.append(" \\| ".join(str(v) for v in typing.get_args(literal)))
     return ", ".join(parts)
@@ -102,14 +105,16 @@ def readme_block(text: str) -> str:
 
 def update_readme(path: Path = README) -> bool:
     text = path.read_text()
-    new = text[: text.index(START) + len(START)] + "\n" + markdown() + "\n" + text[text.index(END):]
+    new = text[: text.index(START) + len(START)] + "\n" + markdown() + "\n" + text[text.index(END) :]
     path.write_text(new)
     return new != text
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m worker settings", description="Print every setting "
-                                 "(environment variable, default, range) as markdown tables.")
+    ap = argparse.ArgumentParser(
+        prog="python -m worker settings",
+        description="Print every setting (environment variable, default, range) as markdown tables.",
+    )
     ap.add_argument("--update-readme", action="store_true", help="rewrite the README's configuration block")
     args = ap.parse_args(argv)
     if args.update_readme:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = "audio_queue.migrate"
 
@@ -97,8 +97,9 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     migrations = discover(directory)
     applied: list[str] = []
-    with psycopg.connect(url, autocommit=False, prepare_threshold=None,
-                         application_name="audio-worker migrate") as conn:
+    with psycopg.connect(
+        url, autocommit=False, prepare_threshold=None, application_name="audio-worker migrate"
+    ) as conn:
         for m in migrations:
             with conn.transaction():
                 conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
@@ -111,11 +112,15 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
                         if bridge is not None:
                             conn.execute(bridge.read_bytes())
                             applied.append(bridge.stem)
-                            log(f"upgraded {m.path.name} from its earlier revision {old[:12]} ({bridge.name})")
+                            log(
+                                f"upgraded {m.path.name} from its earlier revision {old[:12]} ({bridge.name})"
+                            )
                         else:
                             log(f"adopted {m.path.name} (applied by hand earlier)")
-                        conn.execute("update audio_queue.schema_migrations set checksum = %s where version = %s",
-                                     (m.checksum, m.version))
+                        conn.execute(
+                            "update audio_queue.schema_migrations set checksum = %s where version = %s",
+                            (m.checksum, m.version),
+                        )
                     continue
                 conn.execute(m.sql.encode())
                 conn.execute(
@@ -131,9 +136,13 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
 def schema_problem(conn_version: int | None, required: int) -> str | None:
     """A message for an operator when the database schema is not what this code needs."""
     if conn_version is None:
-        return ("the database has no audio_queue schema yet: run `python -m worker migrate` "
-                "(Heroku runs it in the release phase)")
+        return (
+            "the database has no audio_queue schema yet: run `python -m worker migrate` "
+            "(Heroku runs it in the release phase)"
+        )
     if conn_version < required:
-        return (f"the database schema is at version {conn_version} but this worker needs {required}: "
-                "run `python -m worker migrate`")
+        return (
+            f"the database schema is at version {conn_version} but this worker needs {required}: "
+            "run `python -m worker migrate`"
+        )
     return None

@@ -51,8 +51,14 @@ def is_public(ip: IPAddress) -> bool:
             return False
     elif ip in _SHARED:
         return False
-    return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                                 or ip.is_reserved or ip.is_unspecified)
+    return ip.is_global and not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
 
 
 async def resolve(url: httpx.URL, timeout_s: float) -> list[IPAddress]:
@@ -72,8 +78,9 @@ async def resolve(url: httpx.URL, timeout_s: float) -> list[IPAddress]:
     return list(ips)
 
 
-async def checked_addresses(url: httpx.URL, field: str, allowed: AddressPolicy, *, timeout_s: float,
-                            redirected: bool = False) -> list[IPAddress]:
+async def checked_addresses(
+    url: httpx.URL, field: str, allowed: AddressPolicy, *, timeout_s: float, redirected: bool = False
+) -> list[IPAddress]:
     """``url``'s addresses when every one passes ``allowed``; else a PayloadError naming ``field``."""
     if not url.raw_host:
         raise PayloadError(field, "has no host")
@@ -84,8 +91,11 @@ async def checked_addresses(url: httpx.URL, field: str, allowed: AddressPolicy, 
         # Name the address only when the URL spelled it: never reveal what internal names resolve to.
         shown = str(bad) if _is_literal(host) else host
         where = ", after a redirect" if redirected else ""
-        raise PayloadError(field, f"refers to a private or local address ({shown}{where}); "
-                                  "set INPUT_URL_ALLOW_PRIVATE=true to allow")
+        raise PayloadError(
+            field,
+            f"refers to a private or local address ({shown}{where}); "
+            "set INPUT_URL_ALLOW_PRIVATE=true to allow",
+        )
     return ips
 
 
@@ -93,13 +103,23 @@ def pinned_request(client: httpx.AsyncClient, url: httpx.URL, ip: IPAddress) -> 
     """A GET of ``url`` sent to ``ip``: ``Host`` and (https) TLS SNI/certificate name stay the URL's."""
     name = url.raw_host.decode("ascii")
     extensions = {"sni_hostname": name} if url.scheme == "https" else None
-    return client.build_request("GET", url.copy_with(host=str(ip)), headers={"Host": url.netloc.decode("ascii")},
-                                extensions=extensions)
+    return client.build_request(
+        "GET",
+        url.copy_with(host=str(ip)),
+        headers={"Host": url.netloc.decode("ascii")},
+        extensions=extensions,
+    )
 
 
 @asynccontextmanager
-async def guarded_get(url: str, field: str, *, timeout: httpx.Timeout, allowed: AddressPolicy = is_public,
-                      max_redirects: int = MAX_REDIRECTS) -> AsyncIterator[httpx.Response]:
+async def guarded_get(
+    url: str,
+    field: str,
+    *,
+    timeout: httpx.Timeout,
+    allowed: AddressPolicy = is_public,
+    max_redirects: int = MAX_REDIRECTS,
+) -> AsyncIterator[httpx.Response]:
     """Stream a GET of ``url``, following redirects by hand so every hop is checked and pinned.
 
     Yields the final (non-redirect) response, body not yet read. Raises like httpx would with
@@ -125,8 +145,9 @@ async def guarded_get(url: str, field: str, *, timeout: httpx.Timeout, allowed: 
         raise httpx.TooManyRedirects(f"more than {max_redirects} redirects")
 
 
-async def _send_first_reachable(client: httpx.AsyncClient, url: httpx.URL,
-                                ips: list[IPAddress]) -> httpx.Response:
+async def _send_first_reachable(
+    client: httpx.AsyncClient, url: httpx.URL, ips: list[IPAddress]
+) -> httpx.Response:
     last: httpx.TransportError | None = None
     for ip in ips:
         try:

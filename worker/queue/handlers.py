@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Protocol
 
-from worker.db.queue import Job
 from worker.errors import PayloadError, PermanentError, RetryableError
+from worker.queue.db.queue import Job
 
 
 @dataclass
@@ -58,7 +58,9 @@ class JobContext:
         if stage is not None and stage != self.stage:
             now = time.monotonic()
             if self.stage is not None:
-                self.stage_seconds[self.stage] = self.stage_seconds.get(self.stage, 0.0) + now - self._stage_since
+                self.stage_seconds[self.stage] = (
+                    self.stage_seconds.get(self.stage, 0.0) + now - self._stage_since
+                )
             self.stage, self._stage_since = stage, now
 
     def stage_durations(self) -> dict[str, float]:
@@ -72,7 +74,6 @@ class JobContext:
     def on_discard(self, cleanup: Callable[[], Awaitable[None]]) -> None:
         """Run ``cleanup`` if this attempt's work is thrown away (refused completion, failure)."""
         self.discards.append(cleanup)
-
 
     async def record_objects(self, objects: list[dict[str, str]]) -> bool:
         """Note, in the job's row, objects this attempt is about to write ([{"bucket", "key"}]),
@@ -92,6 +93,10 @@ class JobContext:
 Sweeper = Callable[[list[dict[str, str]]], Awaitable[None]]
 
 
+# JOB_HANDLER values written before the package was grouped by stage keep working.
+MOVED_MODULES = {"worker.pipeline": "worker.job.pipeline", "worker.handlers": "worker.queue.handlers"}
+
+
 class Handler(Protocol):
     def __call__(self, job: Job, ctx: JobContext) -> Awaitable[dict[str, Any]]: ...
 
@@ -104,6 +109,7 @@ def load_handler(spec: str) -> tuple[Handler, Callable[[], Awaitable[None]] | No
     SystemExit with the message) instead of failing every job.
     """
     module_name, _, attr = spec.partition(":")
+    module_name = MOVED_MODULES.get(module_name, module_name)
     if not module_name or not attr:
         raise SystemExit(f"JOB_HANDLER: must look like module:function (got {spec!r})")
     try:
@@ -117,6 +123,7 @@ def load_handler(spec: str) -> tuple[Handler, Callable[[], Awaitable[None]] | No
 def load_sweeper(spec: str) -> Sweeper | None:
     """The handler module's ``async def sweep(objects)`` (deletes objects an attempt left), or None."""
     module_name, _, _ = spec.partition(":")
+    module_name = MOVED_MODULES.get(module_name, module_name)
     try:
         module = import_module(module_name)
     except ImportError:

@@ -27,8 +27,14 @@ _NAME = re.compile(r"^\s*\S+\s+([A-Za-z0-9_,]+)\s", re.MULTILINE)
 def _listing(binary: str, flag: str) -> tuple[set[str], str | None]:
     """Names in ``ffmpeg -hide_banner <flag>`` (second column), or an error message."""
     try:
-        out = subprocess.run([binary, "-hide_banner", flag], capture_output=True, text=True,
-                             timeout=TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        out = subprocess.run(
+            [binary, "-hide_banner", flag],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return set(), f"{binary} {flag} failed: {type(exc).__name__}"
     if out.returncode != 0:
@@ -44,8 +50,13 @@ def _runs(binary: str) -> str | None:
     if shutil.which(binary) is None:
         return "not found"
     try:
-        out = subprocess.run([binary, "-version"], capture_output=True, timeout=TIMEOUT_S,
-                             stdin=subprocess.DEVNULL, check=False)
+        out = subprocess.run(
+            [binary, "-version"],
+            capture_output=True,
+            timeout=TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"does not run ({type(exc).__name__})"
     return None if out.returncode == 0 else f"-version exited with status {out.returncode}"
@@ -59,24 +70,32 @@ def check_tools(ffmpeg: str = "ffmpeg", ffprobe: str = "ffprobe") -> list[str]:
     """
     problems: list[str] = []
     binaries = [("FFMPEG_PATH", ffmpeg, "ffmpeg"), ("FFPROBE_PATH", ffprobe, "ffprobe")]
-    binaries += [("PATH", name, name) for name, set_to in (("ffmpeg", ffmpeg), ("ffprobe", ffprobe))
-                 if set_to != name]
+    binaries += [
+        ("PATH", name, name) for name, set_to in (("ffmpeg", ffmpeg), ("ffprobe", ffprobe)) if set_to != name
+    ]
     for var, binary, tool in binaries:
         why = _runs(binary)
         if why is not None:
             where = f"{var}={binary!r}" if var != "PATH" else f"{binary!r} on PATH (used by the providers)"
-            problems.append(f"{tool} {why}: {where}; install ffmpeg (apt-get install ffmpeg, or the "
-                            "Heroku ffmpeg buildpack) or fix the path")
+            problems.append(
+                f"{tool} {why}: {where}; install ffmpeg (apt-get install ffmpeg, or the "
+                "Heroku ffmpeg buildpack) or fix the path"
+            )
     if problems:
         return problems
-    for flag, wanted, kind in (("-filters", FILTERS, "filters"), ("-encoders", ENCODERS, "encoders"),
-                               ("-muxers", MUXERS, "muxers")):
+    for flag, wanted, kind in (
+        ("-filters", FILTERS, "filters"),
+        ("-encoders", ENCODERS, "encoders"),
+        ("-muxers", MUXERS, "muxers"),
+    ):
         names, error = _listing(ffmpeg, flag)
         if error:
             problems.append(f"FFMPEG_PATH: {error}")
             continue
         missing = [n for n in wanted if n not in names]
         if missing:
-            problems.append(f"ffmpeg ({ffmpeg}) lacks {kind} the render engine uses: {', '.join(missing)}; "
-                            "install a full ffmpeg build (with libmp3lame)")
+            problems.append(
+                f"ffmpeg ({ffmpeg}) lacks {kind} the render engine uses: {', '.join(missing)}; "
+                "install a full ffmpeg build (with libmp3lame)"
+            )
     return problems

@@ -1,7 +1,7 @@
 """The claim loop: wake, claim what the free slots can take, supervise each job, report its outcome.
 
 One ``ClaimLoop`` per process. It owns no queue state: a job's fate is decided by the audio_queue
-SQL functions, called through ``worker.db.queue``. What it adds is timing:
+SQL functions, called through ``worker.queue.db.queue``. What it adds is timing:
 
 - wakes on NOTIFY (a dedicated LISTEN connection) or every POLL_INTERVAL_MS, and whenever a slot frees;
 - claims at most as many jobs as free slots, in one call;
@@ -14,7 +14,7 @@ SQL functions, called through ``worker.db.queue``. What it adds is timing:
 - before a job's handler runs, objects an earlier attempt of it noted but never deleted (the
   claimed row's ``pending_objects``: that attempt's process died) are swept the same way, then
   forgotten; ``ctx.record_objects``/``ctx.forget_objects`` are wired to the job's lease here
-  (see ``worker.handlers`` for the contract);
+  (see ``worker.queue.handlers`` for the contract);
 - on SIGTERM/SIGINT stops claiming, gives running jobs SHUTDOWN_GRACE_SECONDS, releases the rest;
 - survives database connection loss: every call is retried on a fresh connection with backoff.
 
@@ -37,17 +37,17 @@ from typing import Any, TypeVar
 import psycopg
 from loguru import logger
 
-from worker.completions import CompletionBatcher
 from worker.config import WorkerSettings
-from worker.db import queue
-from worker.db.connect import ConnectionPlan, make_pool, safe_dsn
-from worker.db.migrate import required_version, schema_problem
 from worker.errors import JobError, PayloadError, PermanentError
-from worker.handlers import Handler, JobContext, Sweeper
 from worker.logs import redact
 from worker.observe import db as observe_db
 from worker.observe.http import DB_CHECK_S, HealthSource
 from worker.observe.observer import Observer
+from worker.queue.completions import CompletionBatcher
+from worker.queue.db import queue
+from worker.queue.db.connect import ConnectionPlan, make_pool, safe_dsn
+from worker.queue.db.migrate import required_version, schema_problem
+from worker.queue.handlers import Handler, JobContext, Sweeper
 
 T = TypeVar("T")
 
@@ -69,15 +69,23 @@ class StartupError(Exception):
 
 
 class ClaimLoop:
-    def __init__(self, settings: WorkerSettings, handler: Handler, plan: ConnectionPlan,
-                 worker_id: str | None = None, sweep: Sweeper | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        handler: Handler,
+        plan: ConnectionPlan,
+        worker_id: str | None = None,
+        sweep: Sweeper | None = None,
+    ) -> None:
         self.settings = settings
         self.handler = handler
         self.sweep = sweep
         self.plan = plan
         self.worker_id = worker_id or new_worker_id(settings.worker_id)
         # +1 with WEBHOOK_URL: room for the webhook outbox's short calls beside the jobs' ones.
-        self.pool = make_pool(plan, size=settings.max_concurrent_jobs + 2 + (settings.webhook_url is not None))
+        self.pool = make_pool(
+            plan, size=settings.max_concurrent_jobs + 2 + (settings.webhook_url is not None)
+        )
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.work: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self.wake = asyncio.Event()
@@ -94,7 +102,9 @@ class ClaimLoop:
 
     # -- database calls -------------------------------------------------------------------------
 
-    async def db(self, fn: Callable[..., Awaitable[T]], *args: Any, until: float | None = None, **kw: Any) -> T:
+    async def db(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, until: float | None = None, **kw: Any
+    ) -> T:
         """Run ``fn(conn, ...)`` on a pooled connection, retrying connection failures with backoff
         until ``until`` (monotonic) or, during shutdown, the shutdown deadline."""
         delay = 0.05
@@ -106,9 +116,11 @@ class ClaimLoop:
                 deadline = min(x for x in (until, self.give_up_at, float("inf")) if x is not None)
                 if time.monotonic() + delay > deadline:
                     raise
-                self.log.warning("database unavailable ({}); retrying in {:.2f}s",
-                                 redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__),
-                                 delay)
+                self.log.warning(
+                    "database unavailable ({}); retrying in {:.2f}s",
+                    redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -116,15 +128,20 @@ class ClaimLoop:
 
     async def start(self) -> None:
         """Open the pool and check the schema version; raises StartupError with an operator's message."""
-        self.log.info("starting: {} slots, lease {}s, {}", self.settings.max_concurrent_jobs,
-                      self.settings.lease_seconds, self.plan.note)
+        self.log.info(
+            "starting: {} slots, lease {}s, {}",
+            self.settings.max_concurrent_jobs,
+            self.settings.lease_seconds,
+            self.plan.note,
+        )
         try:
             await self.pool.open(wait=True, timeout=STARTUP_WAIT_S)
             version = await self.db(queue.schema_version, until=time.monotonic() + STARTUP_WAIT_S)
         except psycopg.Error as exc:
             await self.pool.close()
-            raise StartupError(f"cannot use the database at {safe_dsn(self.plan.url)}: "
-                               f"{redact(str(exc).strip())}") from None
+            raise StartupError(
+                f"cannot use the database at {safe_dsn(self.plan.url)}: {redact(str(exc).strip())}"
+            ) from None
         problem = schema_problem(version, required_version())
         if problem:
             await self.pool.close()
@@ -134,8 +151,12 @@ class ClaimLoop:
         if self.stopping.is_set():
             self.log.info("{} again: already stopping, {} job(s) still running", signame, len(self.running))
             return
-        self.log.info("{}: stopping; no new claims, {} running job(s) get {}s to finish", signame,
-                      len(self.running), self.settings.shutdown_grace_seconds)
+        self.log.info(
+            "{}: stopping; no new claims, {} running job(s) get {}s to finish",
+            signame,
+            len(self.running),
+            self.settings.shutdown_grace_seconds,
+        )
         self.stopping.set()
         self.wake.set()
 
@@ -155,8 +176,10 @@ class ClaimLoop:
             await self.observer.close(wait_s=0)
             await self.pool.close()
             raise StartupError(f"cannot turn the webhook outbox on: {redact(str(exc).strip())}") from None
-        helpers = [asyncio.create_task(self._listen(), name="listen"),
-                   asyncio.create_task(self._rescue(), name="rescue")]
+        helpers = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._rescue(), name="rescue"),
+        ]
         try:
             await self._claim_until_stopped()
         finally:
@@ -223,10 +246,15 @@ class ClaimLoop:
             async with self.pool.connection(timeout=DB_CHECK_S) as conn:
                 return await observe_db.queue_depth(conn)
 
-        return HealthSource(worker_id=self.worker_id, last_loop=lambda: self.last_loop,
-                            stale_after_s=max(2 * self.settings.poll_interval_ms / 1000, HEALTH_STALE_MIN_S),
-                            running_jobs=lambda: len(self.running), stopping=self.stopping.is_set,
-                            ping=ping, queue_depth=depth)
+        return HealthSource(
+            worker_id=self.worker_id,
+            last_loop=lambda: self.last_loop,
+            stale_after_s=max(2 * self.settings.poll_interval_ms / 1000, HEALTH_STALE_MIN_S),
+            running_jobs=lambda: len(self.running),
+            stopping=self.stopping.is_set,
+            ping=ping,
+            queue_depth=depth,
+        )
 
     # -- background helpers ------------------------------------------------------------------------
 
@@ -237,8 +265,9 @@ class ClaimLoop:
         delay = 0.2
         while not self.stopping.is_set():
             try:
-                conn = await psycopg.AsyncConnection.connect(self.plan.listen_url, autocommit=True,
-                                                            application_name="audio-worker listen")
+                conn = await psycopg.AsyncConnection.connect(
+                    self.plan.listen_url, autocommit=True, application_name="audio-worker listen"
+                )
                 async with conn:
                     await conn.execute(f"listen {queue.NOTIFY_CHANNEL}")
                     delay = 0.2
@@ -246,8 +275,11 @@ class ClaimLoop:
                     async for _ in conn.notifies():
                         self.wake.set()
             except psycopg.OperationalError as exc:
-                self.log.warning("LISTEN connection lost ({}); polling until it is back in {:.1f}s",
-                                 redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "closed"), delay)
+                self.log.warning(
+                    "LISTEN connection lost ({}); polling until it is back in {:.1f}s",
+                    redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "closed"),
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -259,8 +291,11 @@ class ClaimLoop:
             try:
                 n = await self.db(queue.rescue_if_leader, until=time.monotonic() + interval)
                 if n:
-                    self.log.warning("reset_stuck_jobs: {} job(s) whose worker stopped heartbeating "
-                                     "were requeued or failed", n)
+                    self.log.warning(
+                        "reset_stuck_jobs: {} job(s) whose worker stopped heartbeating "
+                        "were requeued or failed",
+                        n,
+                    )
                 if n is not None and self.sweep is not None:  # we were the leader this round
                     await self._sweep_finished(until=time.monotonic() + interval)
             except Exception as exc:
@@ -277,8 +312,13 @@ class ClaimLoop:
         try:
             await self.sweep(objects)
         except Exception as exc:
-            self.log.error("could not delete {} object(s) {} ({}): {}; will try again", len(objects), why,
-                           names, redact(str(exc).strip()))
+            self.log.error(
+                "could not delete {} object(s) {} ({}): {}; will try again",
+                len(objects),
+                why,
+                names,
+                redact(str(exc).strip()),
+            )
             return False
         await self.db(queue.forget_objects, job_id, objects)
         self.log.info("deleted {} object(s) {}: {}", len(objects), why, names)
@@ -289,7 +329,9 @@ class ClaimLoop:
         and no attempt follows). Stops at the first storage failure: it is likely down for all."""
         for job_id, status, objects in await self.db(queue.orphaned_objects, SWEEP_BATCH, until=until):
             with logger.contextualize(job_id=str(job_id)):
-                if not await self._sweep_objects(job_id, objects, f"left by a dead attempt of this {status} job"):
+                if not await self._sweep_objects(
+                    job_id, objects, f"left by a dead attempt of this {status} job"
+                ):
                     return
 
     async def _run_handler(self, job: queue.Job, ctx: JobContext) -> Any:
@@ -303,15 +345,19 @@ class ClaimLoop:
         try:
             await self.db(queue.forget_objects, job.id, objects, until=time.monotonic() + DB_CHECK_S)
         except Exception as exc:  # they stay listed: a later sweep deletes them again, harmlessly
-            self.log.warning("could not take deleted objects off the job's list: {}", redact(str(exc).strip()))
+            self.log.warning(
+                "could not take deleted objects off the job's list: {}", redact(str(exc).strip())
+            )
 
     # -- one job -----------------------------------------------------------------------------------
 
     async def _process(self, job: queue.Job) -> None:
         with logger.contextualize(job_id=str(job.id)):
-            ctx = JobContext(worker_id=self.worker_id,
-                             recorder=lambda objects: self.db(queue.record_objects, job, objects),
-                             forgetter=lambda objects: self._forget(job, objects))
+            ctx = JobContext(
+                worker_id=self.worker_id,
+                recorder=lambda objects: self.db(queue.record_objects, job, objects),
+                forgetter=lambda objects: self._forget(job, objects),
+            )
             started = time.monotonic()
             work = asyncio.create_task(self._run_handler(job, ctx))
             self.work[job.id] = work
@@ -319,12 +365,16 @@ class ClaimLoop:
                 outcome = await self._supervise(job, ctx, work, started)
                 await self._finish(job, ctx, work, outcome, time.monotonic() - started)
             except Exception as exc:  # the database stayed away past every deadline
-                self.log.error("could not record the outcome: {}; the lease will expire and the job "
-                               "will be rescued", redact(str(exc).strip()))
+                self.log.error(
+                    "could not record the outcome: {}; the lease will expire and the job will be rescued",
+                    redact(str(exc).strip()),
+                )
             finally:
                 self.work.pop(job.id, None)
 
-    async def _supervise(self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], started: float) -> str:
+    async def _supervise(
+        self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], started: float
+    ) -> str:
         """Wait for the handler, heartbeating. Returns done | lost | timeout | abandoned."""
         s = self.settings
         deadline = started + s.job_timeout_ms / 1000
@@ -344,8 +394,9 @@ class ClaimLoop:
             state = (ctx.progress, ctx.stage)
             if now >= next_beat or (state != sent and now - last_sent >= PROGRESS_INTERVAL_S):
                 try:
-                    ok = await self.db(queue.heartbeat, job, ctx.progress, ctx.stage,
-                                       until=last_sent + s.lease_seconds)
+                    ok = await self.db(
+                        queue.heartbeat, job, ctx.progress, ctx.stage, until=last_sent + s.lease_seconds
+                    )
                 except psycopg.Error as exc:
                     self.log.warning("heartbeat failed: {}", redact(str(exc).strip()))
                     ok = False
@@ -369,13 +420,18 @@ class ClaimLoop:
             except Exception as exc:
                 self.log.error("cleanup of a discarded attempt failed: {}", redact(str(exc).strip()))
 
-    async def _finish(self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], outcome: str,
-                      elapsed: float) -> None:
+    async def _finish(
+        self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], outcome: str, elapsed: float
+    ) -> None:
         if outcome in ("lost", "abandoned"):
             await self._discard(ctx)
             released = await self.db(queue.release_job, job)
-            self.log.info("job {} after {:.2f}s: {}", "released" if outcome == "abandoned" else "stopped",
-                          elapsed, "handed back to the queue" if released else "it is no longer ours")
+            self.log.info(
+                "job {} after {:.2f}s: {}",
+                "released" if outcome == "abandoned" else "stopped",
+                elapsed,
+                "handed back to the queue" if released else "it is no longer ours",
+            )
             if released:  # handed back, or ended by release_job because a cancel was requested
                 await self._observe_released(job, ctx, elapsed)
             else:
@@ -418,10 +474,18 @@ class ClaimLoop:
         error = redact(error)
         await self._discard(ctx)
         ok = await self.db(queue.complete_job, job, error=error, retryable=retryable)
-        kind = "payload rejected" if isinstance(exc, PayloadError) else (
-            "failed permanently" if isinstance(exc, PermanentError) or not retryable else "failed (retryable)")
-        self.log.warning("job {} after {:.2f}s (attempt {}/{}): {}", kind, elapsed, job.attempts,
-                         job.max_attempts, error)
+        kind = (
+            "payload rejected"
+            if isinstance(exc, PayloadError)
+            else (
+                "failed permanently"
+                if isinstance(exc, PermanentError) or not retryable
+                else "failed (retryable)"
+            )
+        )
+        self.log.warning(
+            "job {} after {:.2f}s (attempt {}/{}): {}", kind, elapsed, job.attempts, job.max_attempts, error
+        )
         if ok:
             again = retryable and job.attempts < job.max_attempts  # complete_job's own rule
             self._observe(job, "retrying" if again else "failed", elapsed, ctx)
@@ -455,6 +519,10 @@ class ClaimLoop:
     async def _observe_released(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
         """release_job took it back: pending again (released), or cancelled because a cancel was asked."""
         row = await self._final_row(job)
-        cancelled = (row is not None and row["status"] == "cancelled"
-                     and row["error_message"] == "cancelled while processing" and row["lease_id"] is None)
+        cancelled = (
+            row is not None
+            and row["status"] == "cancelled"
+            and row["error_message"] == "cancelled while processing"
+            and row["lease_id"] is None
+        )
         self._observe(job, "cancelled" if cancelled else "released", elapsed, ctx)

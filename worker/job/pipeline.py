@@ -1,4 +1,4 @@
-"""The job pipeline (``JOB_HANDLER=worker.pipeline:render_job``, the default).
+"""The job pipeline (``JOB_HANDLER=worker.job.pipeline:render_job``, the default).
 
 One job: validate the spec -> fetch each speech/music layer's audio (providers, storage, URL) ->
 render master + MP3 preview (ffmpeg) -> upload both -> return the result the claim loop completes
@@ -31,14 +31,14 @@ from loguru import logger
 
 from worker import logs
 from worker.config import load_settings
-from worker.db.queue import Job
 from worker.errors import JobError, PayloadError, PermanentError, RetryableError
-from worker.handlers import JobContext
-from worker.inputs import fetch_input, stage_of
+from worker.job.inputs import fetch_input, stage_of
 from worker.providers import ProviderSettings
+from worker.queue.db.queue import Job
+from worker.queue.handlers import JobContext
 from worker.render import RenderResult, RenderSettings, parse_spec, render
+from worker.render.toolcheck import check_tools
 from worker.storage import Storage, StorageSettings, StoredObject
-from worker.toolcheck import check_tools
 
 T = TypeVar("T")
 
@@ -61,8 +61,11 @@ _late_cleanups: set[asyncio.Task[None]] = set()  # deletions running after a can
 
 def load_config() -> PipelineConfig:
     """Read the render, provider and storage settings; exits naming each broken variable."""
-    return PipelineConfig(render=load_settings(RenderSettings), providers=load_settings(ProviderSettings),
-                          storage=Storage(load_settings(StorageSettings)))
+    return PipelineConfig(
+        render=load_settings(RenderSettings),
+        providers=load_settings(ProviderSettings),
+        storage=Storage(load_settings(StorageSettings)),
+    )
 
 
 def config() -> PipelineConfig:
@@ -82,19 +85,28 @@ async def prepare() -> None:
     problems = await asyncio.to_thread(check_tools, cfg.render.ffmpeg_path, cfg.render.ffprobe_path)
     s = cfg.storage.settings
     if not s.storage_s3_access_key_id or not s.storage_s3_secret_access_key.get_secret_value():
-        problems.append("storage credentials missing: set STORAGE_S3_ACCESS_KEY_ID and "
-                        "STORAGE_S3_SECRET_ACCESS_KEY (Supabase Dashboard -> Storage -> S3 Connection)")
+        problems.append(
+            "storage credentials missing: set STORAGE_S3_ACCESS_KEY_ID and "
+            "STORAGE_S3_SECRET_ACCESS_KEY (Supabase Dashboard -> Storage -> S3 Connection)"
+        )
     if problems:
         raise SystemExit("worker: cannot start:\n" + "\n".join(problems))
     _register_secrets(cfg)
     _config = cfg
-    logger.info("pipeline ready: ffmpeg {}, storage {} (masters -> {}, previews -> {})",
-                cfg.render.ffmpeg_path, s.endpoint, s.master_bucket, s.preview_bucket)
+    logger.info(
+        "pipeline ready: ffmpeg {}, storage {} (masters -> {}, previews -> {})",
+        cfg.render.ffmpeg_path,
+        s.endpoint,
+        s.master_bucket,
+        s.preview_bucket,
+    )
 
 
 def _register_secrets(cfg: PipelineConfig) -> None:
     """Mask provider keys and the storage secret in every log line, like the database password."""
-    logs.add_secrets([*cfg.providers.secrets(), cfg.storage.settings.storage_s3_secret_access_key.get_secret_value()])
+    logs.add_secrets(
+        [*cfg.providers.secrets(), cfg.storage.settings.storage_s3_secret_access_key.get_secret_value()]
+    )
 
 
 async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
@@ -111,8 +123,13 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
 
         ctx.report(FETCH_END, "render")
         span = RENDER_END - FETCH_END
-        result = await render(spec, inputs, work / "out", settings=cfg.render,
-                              on_progress=lambda p: ctx.report(FETCH_END + span * p / 100))
+        result = await render(
+            spec,
+            inputs,
+            work / "out",
+            settings=cfg.render,
+            on_progress=lambda p: ctx.report(FETCH_END + span * p / 100),
+        )
 
         ctx.report(RENDER_END, "upload")
         master, preview = await _upload(job, result, cfg.storage, ctx, work, in_flight)
@@ -123,8 +140,9 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
 
-async def _fetch_inputs(layers: list[Any], out_dir: Path, cfg: PipelineConfig,
-                        ctx: JobContext) -> dict[str, Path]:
+async def _fetch_inputs(
+    layers: list[Any], out_dir: Path, cfg: PipelineConfig, ctx: JobContext
+) -> dict[str, Path]:
     """Each input layer's audio file, fetched in spec order; progress 0-30 shared among them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, Path] = {}
@@ -132,7 +150,9 @@ async def _fetch_inputs(layers: list[Any], out_dir: Path, cfg: PipelineConfig,
     for i, layer in enumerate(layers):
         ctx.report(i * share, stage_of(layer))
         try:
-            inputs[layer.key] = await fetch_input(layer, out_dir, providers=cfg.providers, storage=cfg.storage)
+            inputs[layer.key] = await fetch_input(
+                layer, out_dir, providers=cfg.providers, storage=cfg.storage
+            )
         except PayloadError:
             raise
         except JobError as exc:  # say which layer failed; keep the class (retryable or not)
@@ -142,14 +162,24 @@ async def _fetch_inputs(layers: list[Any], out_dir: Path, cfg: PipelineConfig,
     return inputs
 
 
-async def _upload(job: Job, result: RenderResult, storage: Storage, ctx: JobContext, work: Path,
-                  in_flight: list[asyncio.Future[Any]]) -> tuple[StoredObject, StoredObject]:
+async def _upload(
+    job: Job,
+    result: RenderResult,
+    storage: Storage,
+    ctx: JobContext,
+    work: Path,
+    in_flight: list[asyncio.Future[Any]],
+) -> tuple[StoredObject, StoredObject]:
     """Upload master then preview. Both keys are registered for deletion on discard before the
     first byte is sent, so a failure or cancel between the uploads leaves nothing behind."""
     s = storage.settings
     stamp = time.time_ns() // 1_000_000
     plan = [
-        (result.master, s.master_bucket, storage.object_key(str(job.id), result.master.suffix, timestamp_ms=stamp)),
+        (
+            result.master,
+            s.master_bucket,
+            storage.object_key(str(job.id), result.master.suffix, timestamp_ms=stamp),
+        ),
         (result.preview, s.preview_bucket, storage.object_key(str(job.id), "mp3", timestamp_ms=stamp)),
     ]
     handles = [StoredObject(bucket=b, key=k, size=0, sha256="", content_type="", url="") for _, b, k in plan]
@@ -176,8 +206,9 @@ async def _upload(job: Job, result: RenderResult, storage: Storage, ctx: JobCont
     return stored[0], stored[1]
 
 
-async def _uninterruptible(fut: asyncio.Future[T], handles: list[StoredObject], storage: Storage,
-                           work: Path) -> T:
+async def _uninterruptible(
+    fut: asyncio.Future[T], handles: list[StoredObject], storage: Storage, work: Path
+) -> T:
     """Await an upload running in a thread. A thread cannot be stopped: if the job is cancelled
     meanwhile, the upload may still land after the claim loop's cleanup ran, so once the thread
     ends the objects are deleted again and the job's temp dir (which it reads) is removed."""
@@ -204,8 +235,10 @@ async def _uninterruptible(fut: asyncio.Future[T], handles: list[StoredObject], 
 async def sweep(objects: list[dict[str, str]]) -> None:
     """The claim loop's hook: delete objects an attempt noted with ``ctx.record_objects`` and never
     cleaned up (its process died). Missing objects are fine; raises a JobError if storage kept any."""
-    handles = [StoredObject(bucket=o["bucket"], key=o["key"], size=0, sha256="", content_type="", url="")
-               for o in objects]
+    handles = [
+        StoredObject(bucket=o["bucket"], key=o["key"], size=0, sha256="", content_type="", url="")
+        for o in objects
+    ]
     await asyncio.to_thread(config().storage.delete_objects, handles, strict=True)
 
 

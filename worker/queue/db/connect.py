@@ -60,12 +60,16 @@ def plan_connections(settings: WorkerSettings) -> ConnectionPlan:
     listen = settings.listen_database_url.get_secret_value() if settings.listen_database_url else None
     if mode == "transaction":
         if listen:
-            note = ("DATABASE_URL is a transaction pooler: prepared statements off; "
-                    "LISTEN uses LISTEN_DATABASE_URL")
+            note = (
+                "DATABASE_URL is a transaction pooler: prepared statements off; "
+                "LISTEN uses LISTEN_DATABASE_URL"
+            )
         else:
-            note = ("DATABASE_URL is a transaction pooler: prepared statements off and LISTEN unavailable; "
-                    f"new jobs are found by polling every {settings.poll_interval_ms} ms "
-                    "(set LISTEN_DATABASE_URL to a session pooler URL to wake at once)")
+            note = (
+                "DATABASE_URL is a transaction pooler: prepared statements off and LISTEN unavailable; "
+                f"new jobs are found by polling every {settings.poll_interval_ms} ms "
+                "(set LISTEN_DATABASE_URL to a session pooler URL to wake at once)"
+            )
     else:
         listen = listen or url
         note = f"connection mode {mode}: LISTEN/NOTIFY wakes idle workers, polling every {settings.poll_interval_ms} ms as fallback"

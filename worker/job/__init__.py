@@ -1,0 +1,1 @@
+"""One job's work: the pipeline (spec -> inputs -> render -> upload -> result), inputs, the URL guard."""
