@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from tests.support.pg import TestDatabases
+from tests.support.pgbouncer import PgBouncer
 from worker.queue.db.migrate import migrate
 
 
@@ -43,3 +44,24 @@ def db_url(migrated_url: str) -> str:
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg: TestDatabases) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode (pool size 2) in front of the test server, like
+    Supabase's transaction pooler; ``pgbouncer.url(db_url)`` reaches a test database through it."""
+    bouncer = PgBouncer(pg.admin_url, pool_mode="transaction", pool_size=2)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_session(pg: TestDatabases) -> Iterator[PgBouncer]:
+    """The same in session mode (one server session per client for its whole life)."""
+    bouncer = PgBouncer(pg.admin_url, pool_mode="session", pool_size=20)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

@@ -29,7 +29,8 @@ class WorkerSettings(BaseSettings):
     )
     database_pool_mode: PoolMode = Field(
         default="auto",
-        description="How DATABASE_URL is reached; auto treats port 6543 as Supabase's transaction pooler.",
+        description="How DATABASE_URL is reached; auto: port 6543 (Supabase's transaction pooler) or a server "
+        "that shares sessions between transactions (probed at start) is a transaction pooler.",
     )
     max_concurrent_jobs: int = Field(default=2, ge=1, le=10, description="Jobs one process runs at once.")
     poll_interval_ms: int = Field(

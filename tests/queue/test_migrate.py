@@ -189,3 +189,32 @@ def test_a_database_migrated_with_the_first_revision_of_0001_is_upgraded(empty_d
     assert [(v, c) for v, c in rows] == [(m.version, m.checksum) for m in discover()]
     assert public_can is False
     assert migrate(empty_db, log=lambda _m: None) == []
+
+
+def test_the_release_phase_refuses_a_slug_whose_ffmpeg_cannot_render(empty_db, tmp_path):
+    """Heroku runs `python -m worker migrate` as the release phase: a non-zero exit stops the
+    release, so a build whose ffmpeg lacks what the render engine needs never reaches the workers."""
+    fake = tmp_path / "ffmpeg"  # a minimal build: no libmp3lame, no ebur128
+    fake.write_text(
+        '#!/bin/sh\ncase "$2" in -encoders) ffmpeg "$@" | grep -v libmp3lame ;;\n'
+        '-filters) ffmpeg "$@" | grep -v ebur128 ;;\n*) exec ffmpeg "$@" ;;\nesac\n'
+    )
+    fake.chmod(0o755)
+    out = run_cli("migrate", env_extra={"DATABASE_URL": empty_db, "FFMPEG_PATH": str(fake)})
+    assert out.returncode == 1
+    assert "lacks filters the render engine uses: ebur128" in out.stderr
+    assert "lacks encoders the render engine uses: libmp3lame" in out.stderr
+    assert "refusing to migrate" in out.stderr and "--skip-tool-check" in out.stderr
+    with psycopg.connect(empty_db) as conn:  # nothing was migrated
+        assert conn.execute("select to_regnamespace('audio_queue')").fetchone()[0] is None
+
+    missing = run_cli("migrate", env_extra={"DATABASE_URL": empty_db, "FFPROBE_PATH": "/nonexistent/ffprobe"})
+    assert (
+        missing.returncode == 1 and "ffprobe not found: FFPROBE_PATH='/nonexistent/ffprobe'" in missing.stderr
+    )
+
+    skipped = run_cli(
+        "migrate", "--skip-tool-check", env_extra={"DATABASE_URL": empty_db, "FFMPEG_PATH": str(fake)}
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    assert "applied 0001_queue_core.sql" in skipped.stdout

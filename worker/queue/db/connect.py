@@ -3,14 +3,18 @@
 Supabase offers three ways in: the direct host (IPv6 only), the session pooler (port 5432) and the
 transaction pooler (port 6543). Behind a transaction pooler a session is not ours between
 transactions, so prepared statements are off and LISTEN cannot be used (unless a separate
-LISTEN_DATABASE_URL points at a session-capable endpoint).
+LISTEN_DATABASE_URL points at a session-capable endpoint). A pooler is recognised by what it does
+(two connections sharing one server session), not by its port alone: a PgBouncer in transaction
+mode may listen on any port.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
@@ -34,6 +38,10 @@ def safe_dsn(url: str) -> str:
     return f"{d.get('user', '?')}@{d.get('host', 'localhost')}:{d.get('port', 5432)}/{d.get('dbname', '?')}"
 
 
+PROBE_TIMEOUT_S = 5
+PROBE_ROUNDS = 3
+
+
 @dataclass(frozen=True)
 class ConnectionPlan:
     """How this process connects: the pool's kwargs and where (if anywhere) it listens."""
@@ -51,29 +59,81 @@ class ConnectionPlan:
         return kw
 
 
-def plan_connections(settings: WorkerSettings) -> ConnectionPlan:
+def shares_backends(url: str) -> bool | None:
+    """Does ``url`` hand server sessions around between transactions (a transaction pooler)?
+
+    Two client connections ask for their backend's pid, one transaction at a time, in turns. A
+    direct server or a session pooler gives each client one backend for its whole life (two pids,
+    each constant); a transaction pooler (PgBouncer, Supavisor) returns the backend to its pool
+    after each transaction, so the clients meet on the same pid or one of them moves. None when
+    the probe could not connect (the caller falls back to the port rule).
+    """
+    kw: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": None,
+        "connect_timeout": PROBE_TIMEOUT_S,
+        "application_name": "audio-worker probe",
+    }
+    try:
+        with psycopg.connect(url, **kw) as a, psycopg.connect(url, **kw) as b:
+            seen: dict[str, set[int]] = {"a": set(), "b": set()}
+            for _ in range(PROBE_ROUNDS):
+                for name, conn in (("a", a), ("b", b)):
+                    row = conn.execute("select pg_backend_pid()").fetchone()
+                    seen[name].add(int(row[0]) if row else -1)
+    except psycopg.Error:
+        return None
+    return len(seen["a"]) > 1 or len(seen["b"]) > 1 or bool(seen["a"] & seen["b"])
+
+
+Probe = Callable[[str], "bool | None"]
+
+
+def plan_connections(settings: WorkerSettings, probe: Probe | None = shares_backends) -> ConnectionPlan:
+    """Decide the connection mode; unless DATABASE_POOL_MODE=transaction, ``probe`` checks by
+    behaviour whether DATABASE_URL (and LISTEN_DATABASE_URL) is a transaction pooler, whatever
+    the port: LISTEN through one would be lost when the backend goes back to the pool."""
     url = settings.database_url.get_secret_value()
-    mode = settings.database_pool_mode
-    if mode == "auto":
-        port = str(conninfo_to_dict(url).get("port") or "5432")
-        mode = "transaction" if port == "6543" else "direct"
+    configured = settings.database_pool_mode
     listen = settings.listen_database_url.get_secret_value() if settings.listen_database_url else None
+    port = str(conninfo_to_dict(url).get("port") or "5432")
+    mode: str = configured
+    why = f"DATABASE_POOL_MODE={configured}"
+    if configured == "auto" and port == "6543":
+        mode, why = "transaction", "port 6543, Supabase's transaction pooler"
+    elif configured != "transaction":
+        shared = probe(url) if probe else None
+        if shared:
+            mode = "transaction"
+            why = "it shares server sessions between transactions (probed at start)"
+            if configured != "auto":
+                why += f"; DATABASE_POOL_MODE={configured} overridden"
+        elif configured == "auto":
+            mode = "direct"
+            why = "probed at start: one server session per connection" if shared is False else "auto"
+    notes: list[str] = []
+    if listen and probe and probe(listen):
+        notes.append("LISTEN_DATABASE_URL is a transaction pooler too: LISTEN refused there")
+        listen = None
     if mode == "transaction":
         if listen:
             note = (
-                "DATABASE_URL is a transaction pooler: prepared statements off; "
+                f"DATABASE_URL is a transaction pooler ({why}): prepared statements off; "
                 "LISTEN uses LISTEN_DATABASE_URL"
             )
         else:
             note = (
-                "DATABASE_URL is a transaction pooler: prepared statements off and LISTEN unavailable; "
-                f"new jobs are found by polling every {settings.poll_interval_ms} ms "
+                f"DATABASE_URL is a transaction pooler ({why}): prepared statements off and LISTEN "
+                f"unavailable; new jobs are found by polling every {settings.poll_interval_ms} ms "
                 "(set LISTEN_DATABASE_URL to a session pooler URL to wake at once)"
             )
     else:
         listen = listen or url
-        note = f"connection mode {mode}: LISTEN/NOTIFY wakes idle workers, polling every {settings.poll_interval_ms} ms as fallback"
-    return ConnectionPlan(url=url, mode=mode, listen_url=listen, note=note)
+        note = (
+            f"connection mode {mode} ({why}): LISTEN/NOTIFY wakes idle workers, polling every "
+            f"{settings.poll_interval_ms} ms as fallback"
+        )
+    return ConnectionPlan(url=url, mode=mode, listen_url=listen, note="; ".join([note, *notes]))
 
 
 def make_pool(plan: ConnectionPlan, size: int) -> AsyncConnectionPool:
