@@ -181,3 +181,25 @@ def test_any_payload_either_parses_or_raises_payload_error(payload: dict) -> Non
         parse_spec(payload)
     except PayloadError as exc:
         assert exc.field and exc.rule
+
+
+def test_every_registered_layer_type_parses_its_examples_names_its_fields_and_is_documented() -> None:
+    """Walks the layer registry, so a new layer type gets these checks without anyone listing it:
+    its random examples parse, an error inside it names ``layers[i].<field>`` (never the type tag),
+    and README's spec table has its row."""
+    import random
+
+    from worker.render.spec import LAYER_REGISTRY
+
+    readme = (EXAMPLES.parents[2] / "README.md").read_text()
+    rnd = random.Random(7)
+    for name, kind in LAYER_REGISTRY.items():
+        assert f"| `{name}` |" in readme, f"README's layer table lacks {name}"
+        for _ in range(20):
+            layer = kind.example(rnd, 1.2)
+            parsed = parse_spec(spec(BIN, layer, duration_s=1.2))
+            assert isinstance(parsed.layers[1], kind.model)
+        fails(
+            spec(BIN, {**kind.example(rnd, 1.2), "every_s": 1}),
+            "invalid payload: layers[1].every_s: unknown field",
+        )

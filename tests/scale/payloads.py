@@ -15,12 +15,14 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from worker.render.spec import NOISE_COLORS, SOLFEGGIO_HZ
+from worker.render.spec import LAYER_REGISTRY, Range
 
 Path = tuple[str | int, ...]
 
@@ -71,75 +73,24 @@ def num(lo: float, hi: float) -> st.SearchStrategy[float]:
 
 
 @st.composite
-def layer_common(draw: Any, duration: float) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if draw(st.booleans()):
-        out["gain_db"] = draw(st.one_of(num(-30, 0), st.sampled_from([-60, 20, 0])))
-    if draw(st.booleans()):
-        out["start_s"] = draw(num(0, min(0.5, duration - 0.1)))
-    if draw(st.booleans()):
-        out["duration_s"] = draw(num(0.2, 1.0))
-    if draw(st.booleans()):
-        out["fade_in_s"] = draw(num(0, 0.3))
-    if draw(st.booleans()):
-        out["fade_out_s"] = draw(num(0, 0.3))
-    return out
+def registry_layer(draw: Any, name: str, duration: float) -> dict[str, Any]:
+    """A random valid layer of type ``name``, from the layer registry's own generator."""
+    rnd = draw(st.randoms(use_true_random=False))
+    return LAYER_REGISTRY[name].example(rnd, duration)
 
 
-@st.composite
-def schedule(draw: Any) -> list[dict[str, float]]:
-    n = draw(st.integers(1, 4))
-    times = sorted(set(draw(st.lists(num(0, 2), min_size=n, max_size=n))))
-    return [{"t_s": t, "beat_hz": draw(num(0.5, 40))} for t in times]
+TONE_TYPES = [name for name, t in LAYER_REGISTRY.items() if not t.model.needs_input]
+"""Layer types rendered with no input file (speech, espeak only, is added on request)."""
 
 
 @st.composite
 def tone_layer(draw: Any, duration: float) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["binaural", "isochronic", "solfeggio", "noise"]))
-    layer: dict[str, Any] = {"type": kind, **draw(layer_common(duration))}
-    if kind == "binaural":
-        layer["carrier_hz"] = draw(num(60, 1200))
-        if draw(st.booleans()):
-            layer["beat_hz"] = draw(num(0.5, 40))
-        else:
-            layer["schedule"] = draw(schedule())
-    elif kind == "isochronic":
-        layer["tone_hz"] = draw(num(60, 4000))
-        layer["rate_hz"] = draw(num(0.5, 40))
-    elif kind == "solfeggio":
-        if draw(st.booleans()):
-            layer["frequency_hz"] = draw(st.one_of(st.sampled_from(SOLFEGGIO_HZ), num(20, 20000)))
-    else:
-        if draw(st.booleans()):
-            layer["color"] = draw(st.sampled_from(NOISE_COLORS))
-        if draw(st.booleans()):
-            layer["seed"] = draw(st.integers(0, 2**32 - 2))
-    return layer
+    """Any registered layer type that needs no input file (every new one is covered at once)."""
+    return draw(registry_layer(draw(st.sampled_from(TONE_TYPES)), duration))
 
 
-SPEECH_TEXT = st.sampled_from(
-    [
-        "Breathe in.",
-        "Rest; [a] here: 'now'.",
-        "Calm, calm = calm.",
-        "Slowly \\ softly | gently.",
-    ]
-)
-
-
-@st.composite
-def speech_layer(draw: Any, duration: float) -> dict[str, Any]:
-    layer: dict[str, Any] = {
-        "type": "speech",
-        "text": draw(SPEECH_TEXT),
-        "provider": "espeak",
-        "start_s": draw(num(0, min(0.3, duration - 0.1))),
-    }
-    if draw(st.booleans()):
-        layer["speed"] = draw(num(0.5, 2.0))
-    if draw(st.booleans()):
-        layer["gain_db"] = draw(num(-12, 0))
-    return layer
+def speech_layer(duration: float) -> st.SearchStrategy[dict[str, Any]]:
+    return registry_layer("speech", duration)
 
 
 @st.composite
@@ -183,30 +134,80 @@ def valid_spec(draw: Any, speech: bool = False) -> dict[str, Any]:
 # ---------------------------------------------------------------- invalid payloads: the mutations
 
 
+def _range(field: FieldInfo) -> tuple[Range | None, bool]:
+    """The :class:`Range` of a numeric field (None if it has none) and whether None is valid."""
+    args = get_args(field.annotation)
+    for meta in (*field.metadata, *(m for a in args for m in getattr(a, "__metadata__", ()))):
+        if isinstance(meta, Range):
+            return meta, type(None) in args
+    return None, type(None) in args
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``list[Model]`` / ``Model | None`` / ``Annotated[...]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for a in get_args(annotation):
+        found = _submodel(a)
+        if found is not None:
+            return found
+    return None
+
+
+def model_fields_walk(
+    model: type[BaseModel], data: dict[str, Any], base: Path
+) -> list[tuple[Path, FieldInfo]]:
+    """(path, field) of every field of ``model`` at ``base``, descending into the nested models
+    (single or in lists) present in ``data``."""
+    out: list[tuple[Path, FieldInfo]] = []
+    for name, field in model.model_fields.items():
+        out.append((base + (name,), field))
+        sub, value = _submodel(field.annotation), data.get(name)
+        if sub is None or value is None:
+            continue
+        if isinstance(value, list):
+            for j, item in enumerate(value):
+                out += model_fields_walk(sub, item, base + (name, j))
+        elif isinstance(value, dict):
+            out += model_fields_walk(sub, value, base + (name,))
+    return out
+
+
+def layer_fields(spec: dict[str, Any]) -> list[tuple[Path, FieldInfo]]:
+    """Every field of every layer, read from the layer registry's models."""
+    out: list[tuple[Path, FieldInfo]] = []
+    for i, layer in enumerate(spec["layers"]):
+        out += model_fields_walk(LAYER_REGISTRY[layer["type"]].model, layer, ("layers", i))
+    return out
+
+
 def numeric_fields(spec: dict[str, Any]) -> list[tuple[Path, bool]]:
     """(path, optional) of the numeric fields present in ``spec`` or addable to it."""
     out: list[tuple[Path, bool]] = [(("fade_in_s",), False), (("fade_out_s",), False), (("tail_s",), False)]
     if spec.get("duration_s") != "fit":
         out.append((("duration_s",), False))
     out += [(("loudness", "target_lufs"), False), (("loudness", "true_peak_dbtp"), False)]
-    for i, layer in enumerate(spec["layers"]):
-        base: Path = ("layers", i)
-        out += [(base + (f,), False) for f in ("gain_db", "start_s", "fade_in_s", "fade_out_s")]
-        out.append((base + ("duration_s",), True))
-        t = layer["type"]
-        if t == "binaural":
-            out.append((base + ("carrier_hz",), False))
-            if "beat_hz" in layer:
-                out.append((base + ("beat_hz",), False))
-            for j in range(len(layer.get("schedule") or [])):
-                out += [(base + ("schedule", j, "t_s"), False), (base + ("schedule", j, "beat_hz"), False)]
-        elif t == "isochronic":
-            out += [(base + ("tone_hz",), False), (base + ("rate_hz",), False)]
-        elif t == "solfeggio":
-            out.append((base + ("frequency_hz",), False))
-        elif t == "speech":
-            out.append((base + ("speed",), False))
+    for path, field in layer_fields(spec):
+        bounds, optional = _range(field)
+        if bounds is not None and (get_or_none(spec, path) is not None or not field.is_required()):
+            out.append((path, optional))
     return out
+
+
+def get_or_none(obj: Any, path: Path) -> Any:
+    try:
+        return get(obj, path)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def field_range(spec: dict[str, Any], path: Path) -> tuple[float, float]:
+    """Bounds of the numeric field at ``path``: a layer field's from its model, else RANGES."""
+    for p, field in layer_fields(spec):
+        bounds, _ = _range(field)
+        if p == path and bounds is not None:
+            return bounds.lo, bounds.hi
+    return RANGES[str(path[-1])]
 
 
 BAD_NUMBERS = st.sampled_from(
@@ -248,29 +249,18 @@ RANGES: dict[str, tuple[float, float]] = {
     "fade_in_s": (0, 600),
     "fade_out_s": (0, 600),
     "tail_s": (0, 600),
-    "gain_db": (-60, 20),
-    "start_s": (0, 86400),
     "target_lufs": (-36, -6),
     "true_peak_dbtp": (-9, 0),
-    "carrier_hz": (20, 20000),
-    "beat_hz": (0.5, 40),
-    "t_s": (0, 86400),
-    "tone_hz": (20, 20000),
-    "rate_hz": (0.5, 40),
-    "frequency_hz": (20, 20000),
-    "speed": (0.5, 2.0),
 }
+"""Bounds of the top-level numeric fields (a layer's come from its model)."""
 
 
 def m_out_of_range(draw: Any, spec: dict[str, Any]) -> Bad:
     path, _ = draw(st.sampled_from(numeric_fields(spec)))
-    name = str(path[-1])
     if path == ("duration_s",):
         lo, hi = 1, 3600  # RENDER_MAX_DURATION_S default
-    elif name == "duration_s":
-        lo, hi = 0.1, 86400
     else:
-        lo, hi = RANGES[name]
+        lo, hi = field_range(spec, path)
     below = [lo - d for d in (0.001, 1, 1e6, 1e300)] + [-(10**400)]
     above = [hi + d for d in (0.001, 1, 1e6, 1e300)] + [10**400, 2**63]
     bad = draw(st.sampled_from(below + above))
@@ -333,19 +323,9 @@ def m_unknown_layer_type(draw: Any, spec: dict[str, Any]) -> Bad:
 
 def m_missing_field(draw: Any, spec: dict[str, Any]) -> Bad:
     paths: list[Path] = [("spec_version",), ("duration_s",), ("layers",)]
-    for i, layer in enumerate(spec["layers"]):
-        paths.append(("layers", i, "type"))
-        t = layer["type"]
-        if t == "binaural":
-            paths.append(("layers", i, "carrier_hz"))
-            if "beat_hz" in layer:
-                paths.append(("layers", i, "beat_hz"))
-            for j in range(len(layer.get("schedule") or [])):
-                paths += [("layers", i, "schedule", j, "t_s"), ("layers", i, "schedule", j, "beat_hz")]
-        elif t == "isochronic":
-            paths += [("layers", i, "tone_hz"), ("layers", i, "rate_hz")]
-        elif t == "speech":
-            paths.append(("layers", i, "text"))
+    paths += [
+        p for p, field in layer_fields(spec) if field.is_required() and get_or_none(spec, p) is not None
+    ]
     path = draw(st.sampled_from(paths))
     delete(spec, path)
     return Bad(spec, fmt(path), "missing_field")

@@ -98,6 +98,131 @@ async def render(
         raise RetryableError(f"render timed out after {settings.timeout_s:g} s") from None
 
 
+class _Passes:
+    """The ffmpeg passes of one render: shared temp dir, redaction, stall timeout, progress."""
+
+    def __init__(
+        self, tmp: Path, redact: list[str], duration: float, settings: RenderSettings,
+        on_progress: Callable[[float], None] | None,
+    ) -> None:  # fmt: skip
+        self.tmp, self.redact, self.duration, self.settings = tmp, redact, duration, settings
+        self.on_progress, self.best, self.count = on_progress, 0.0, 0
+
+    def report(self, pct: float) -> None:
+        """Forward progress, never backwards."""
+        if self.on_progress is not None and pct > self.best:
+            self.best = pct
+            self.on_progress(round(pct, 1))
+
+    async def run(self, cmd: list[str], label: str, lo: float, hi: float) -> Loudness:
+        """Run one pass (its progress mapped onto ``lo..hi`` percent); its ebur128 summary."""
+        self.count += 1
+        run = await run_ffmpeg(
+            cmd, duration_s=self.duration, stall_timeout_s=self.settings.stall_timeout_s, label=label,
+            redact=self.redact, on_progress=lambda p: self.report(lo + p / 100 * (hi - lo)), cwd=self.tmp,
+        )  # fmt: skip
+        return parse_ebur128(run.stderr_tail)
+
+
+async def _probe_inputs(
+    spec: RenderSpec, inputs: Mapping[str, Path], settings: RenderSettings
+) -> dict[str, LayerInput]:
+    """Describe the input file of every speech/music layer; PermanentError if one is missing."""
+    out: dict[str, LayerInput] = {}
+    for layer in spec.input_layers():
+        if layer.key not in inputs:
+            raise PermanentError(f"no input audio supplied for {layer.key}")
+        path = Path(inputs[layer.key])
+        out[layer.key] = LayerInput(path, await probe_audio(path, layer.key, settings.ffprobe_path))
+    return out
+
+
+async def _mix(spec: RenderSpec, layer_inputs: dict[str, LayerInput], passes: _Passes) -> Loudness:
+    """Pass 1: the unnormalised mix written to the temp dir, and its loudness."""
+    cmd = mix_command(spec, passes.duration, layer_inputs, passes.settings.ffmpeg_path)
+    measured = await passes.run(cmd, "mix", 0.0, MIX_SHARE * 100)
+    if measured.integrated_lufs <= SILENCE_LUFS:
+        raise PayloadError("layers", "the mix is silent; nothing to normalise")
+    return measured
+
+
+async def _calibrate(plan: GainPlan, measured_in: Loudness, spec: RenderSpec, passes: _Passes) -> GainPlan:
+    """A limiter lowers loudness by an amount only a measurement tells: calibrate the gain on
+    cheap passes (no encoding) before the master pass. Unchanged when the limiter barely acts."""
+    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    peak_in = measured_in.peak_db if measured_in.peak_db is not None else 0.0
+    if plan.limit_dbtp is None or peak_in + plan.gain_db - plan.limit_dbtp <= CALIBRATE_OVER_DB:
+        return plan
+    lo, step = MIX_SHARE * 100, CALIBRATION_SHARE * 100 / MAX_CALIBRATIONS
+    history: list[tuple[float, float]] = []
+    for _ in range(MAX_CALIBRATIONS):
+        trial = await passes.run(
+            measure_command(plan, passes.settings.ffmpeg_path), "calibrate", lo, lo + step
+        )
+        lo += step
+        history.append((plan.gain_db, trial.integrated_lufs))
+        logger.debug("calibration: gain {:.2f} dB -> {} LUFS", plan.gain_db, trial.integrated_lufs)
+        if within_target(trial, target, ceiling, CALIBRATION_LU):
+            break
+        plan = GainPlan(secant_gain(history, target), plan.limit_dbtp)
+        if abs(trial.integrated_lufs - target) <= TRUST_STEP_LU:
+            break  # one Newton step from a near miss is reliable; the master pass verifies
+    return plan
+
+
+async def _master(spec: RenderSpec, plan: GainPlan, passes: _Passes) -> tuple[GainPlan, Loudness]:
+    """Pass 2: master + preview, re-rendered (at most MAX_MASTER_PASSES) when off target."""
+    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    lo = (MIX_SHARE + CALIBRATION_SHARE) * 100
+    measured: Loudness | None = None
+    for attempt in range(MAX_MASTER_PASSES):
+        if measured is not None:
+            plan = plan.adjusted(measured, target, ceiling)
+            logger.info("loudness off ({}), re-rendering master with {}", measured, plan)
+        cmd = master_command(spec, passes.duration, plan, passes.settings.ffmpeg_path)
+        measured = await passes.run(cmd, "master", lo if attempt == 0 else passes.best, 100.0)
+        if within_target(measured, target, ceiling, TOLERANCE_LU):
+            break
+    assert measured is not None
+    return plan, measured
+
+
+def _result(
+    spec: RenderSpec, files: tuple[Path, Path], duration: float, plan: GainPlan,
+    measured_in: Loudness, measured: Loudness, passes: int, seconds: float,
+) -> RenderResult:  # fmt: skip
+    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    p_secs = spec.output.preview.seconds
+    return RenderResult(
+        master=files[0],
+        preview=files[1],
+        duration_s=round(duration * spec.sample_rate) / spec.sample_rate,
+        sample_rate=spec.sample_rate,
+        integrated_lufs=measured.integrated_lufs,
+        true_peak_dbtp=measured.true_peak_dbtp,
+        lra=measured.lra,
+        master_format=spec.output.master.format,
+        master_bit_depth=spec.output.master.bit_depth,
+        preview_duration_s=min(duration, p_secs) if p_secs else duration,
+        target_lufs=target,
+        ceiling_dbtp=ceiling,
+        input_lufs=measured_in.integrated_lufs,
+        input_sample_peak_db=measured_in.peak_db if measured_in.peak_db is not None else 0.0,
+        gain_db=round(plan.gain_db, 2),
+        limiter=plan.limit_dbtp is not None,
+        passes=passes,
+        render_seconds=round(seconds, 3),
+        on_target=within_target(measured, target, ceiling, 1.0),
+    )
+
+
+def _make_tmp(out_dir: Path, settings: RenderSettings) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if settings.tmp_dir is not None:
+        settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="render-", dir=settings.tmp_dir))
+
+
 async def _render(
     spec: RenderSpec,
     inputs: Mapping[str, Path],
@@ -106,107 +231,22 @@ async def _render(
     settings: RenderSettings,
 ) -> RenderResult:
     started = time.monotonic()
-    layer_inputs: dict[str, LayerInput] = {}
-    for layer in spec.input_layers():
-        if layer.key not in inputs:
-            raise PermanentError(f"no input audio supplied for {layer.key}")
-        path = Path(inputs[layer.key])
-        info = await probe_audio(path, layer.key, settings.ffprobe_path)
-        layer_inputs[layer.key] = LayerInput(path, info)
+    layer_inputs = await _probe_inputs(spec, inputs, settings)
     duration = fit_duration(spec, {k: v.info for k, v in layer_inputs.items()}, settings.max_duration_s)
-
-    best = 0.0
-
-    def report(pct: float) -> None:
-        nonlocal best
-        if on_progress is not None and pct > best:
-            best = pct
-            on_progress(round(pct, 1))
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if settings.tmp_dir is not None:
-        settings.tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="render-", dir=settings.tmp_dir))
+    tmp = _make_tmp(out_dir, settings)
     redact = [str(tmp), *(str(v.path.parent) for v in layer_inputs.values())]
+    passes = _Passes(tmp, redact, duration, settings, on_progress)
     try:
-        cmd = mix_command(spec, duration, layer_inputs, settings.ffmpeg_path)
-        run = await run_ffmpeg(
-            cmd, duration_s=duration, stall_timeout_s=settings.stall_timeout_s, label="mix", redact=redact,
-            on_progress=lambda p: report(p * MIX_SHARE), cwd=tmp,
-        )  # fmt: skip
-        measured_in = parse_ebur128(run.stderr_tail)
-        if measured_in.integrated_lufs <= SILENCE_LUFS:
-            raise PayloadError("layers", "the mix is silent; nothing to normalise")
-        target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
-        plan = plan_gain(measured_in, target, ceiling)
-        ext = spec.output.master.format
-        master_tmp, preview_tmp = tmp / f"{MASTER_STEM}.{ext}", tmp / PREVIEW_FILE
-        passes = 1
-
-        async def ffmpeg_pass(cmd: list[str], label: str, lo: float, hi: float) -> Loudness:
-            nonlocal passes
-            passes += 1
-            run = await run_ffmpeg(
-                cmd, duration_s=duration, stall_timeout_s=settings.stall_timeout_s, label=label,
-                redact=redact, on_progress=lambda p: report(lo + p / 100 * (hi - lo)), cwd=tmp,
-            )  # fmt: skip
-            return parse_ebur128(run.stderr_tail)
-
-        # A limiter lowers loudness by an amount only a measurement tells: calibrate the gain on
-        # cheap passes (no encoding) before the master pass.
-        lo = MIX_SHARE * 100
-        peak_in = measured_in.peak_db if measured_in.peak_db is not None else 0.0
-        if plan.limit_dbtp is not None and peak_in + plan.gain_db - plan.limit_dbtp > CALIBRATE_OVER_DB:
-            step = CALIBRATION_SHARE * 100 / MAX_CALIBRATIONS
-            history: list[tuple[float, float]] = []
-            for _ in range(MAX_CALIBRATIONS):
-                trial = await ffmpeg_pass(measure_command(plan, settings.ffmpeg_path),
-                                          "calibrate", lo, lo + step)  # fmt: skip
-                lo += step
-                history.append((plan.gain_db, trial.integrated_lufs))
-                logger.debug("calibration: gain {:.2f} dB -> {} LUFS", plan.gain_db, trial.integrated_lufs)
-                if within_target(trial, target, ceiling, CALIBRATION_LU):
-                    break
-                plan = GainPlan(secant_gain(history, target), plan.limit_dbtp)
-                if abs(trial.integrated_lufs - target) <= TRUST_STEP_LU:
-                    break  # one Newton step from a near miss is reliable; the master pass verifies
-        lo = (MIX_SHARE + CALIBRATION_SHARE) * 100
-        measured: Loudness | None = None
-        for attempt in range(MAX_MASTER_PASSES):
-            if measured is not None:
-                plan = plan.adjusted(measured, target, ceiling)
-                logger.info("loudness off ({}), re-rendering master with {}", measured, plan)
-            cmd = master_command(spec, duration, plan, settings.ffmpeg_path)
-            measured = await ffmpeg_pass(cmd, "master", lo if attempt == 0 else best, 100.0)
-            if within_target(measured, target, ceiling, TOLERANCE_LU):
-                break
-        assert measured is not None
-        master = out_dir / master_tmp.name
-        preview = out_dir / preview_tmp.name
-        shutil.move(master_tmp, master)
-        shutil.move(preview_tmp, preview)
-        report(100.0)
-        p_secs = spec.output.preview.seconds
-        return RenderResult(
-            master=master,
-            preview=preview,
-            duration_s=round(duration * spec.sample_rate) / spec.sample_rate,
-            sample_rate=spec.sample_rate,
-            integrated_lufs=measured.integrated_lufs,
-            true_peak_dbtp=measured.true_peak_dbtp,
-            lra=measured.lra,
-            master_format=ext,
-            master_bit_depth=spec.output.master.bit_depth,
-            preview_duration_s=min(duration, p_secs) if p_secs else duration,
-            target_lufs=target,
-            ceiling_dbtp=ceiling,
-            input_lufs=measured_in.integrated_lufs,
-            input_sample_peak_db=measured_in.peak_db if measured_in.peak_db is not None else 0.0,
-            gain_db=round(plan.gain_db, 2),
-            limiter=plan.limit_dbtp is not None,
-            passes=passes,
-            render_seconds=round(time.monotonic() - started, 3),
-            on_target=within_target(measured, target, ceiling, 1.0),
+        measured_in = await _mix(spec, layer_inputs, passes)
+        plan = plan_gain(measured_in, spec.loudness.target_lufs, spec.loudness.true_peak_dbtp)
+        plan = await _calibrate(plan, measured_in, spec, passes)
+        plan, measured = await _master(spec, plan, passes)
+        files = (out_dir / f"{MASTER_STEM}.{spec.output.master.format}", out_dir / PREVIEW_FILE)
+        shutil.move(tmp / files[0].name, files[0])
+        shutil.move(tmp / files[1].name, files[1])
+        passes.report(100.0)
+        return _result(
+            spec, files, duration, plan, measured_in, measured, passes.count, time.monotonic() - started
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,49 +13,23 @@ Only numbers formatted here reach the filtergraph; no spec string ever does.
 
 from __future__ import annotations
 
-import itertools
-import math
-from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import ffmpeg
 
 from worker.render.loudness import GainPlan
 from worker.render.probe import AudioInfo
-from worker.render.spec import (
-    BinauralLayer,
-    IsochronicLayer,
-    MusicLayer,
-    NoiseLayer,
-    RenderSpec,
-    SolfeggioLayer,
-    SpeechLayer,
-)
+from worker.render.sources import LayerInput, SourceContext, Stream, db_to_lin, lavfi, num
+from worker.render.spec import LayerBase, MusicLayer, RenderSpec, SpeechLayer, layer_type
 
-TONE_AMPLITUDE = 0.125  # ffmpeg's sine source amplitude (1/8): the 0 dB level of tone layers
-NOISE_AMPLITUDE = 0.1
+__all__ = ["LayerInput", "fit_duration", "layer_length", "master_command", "measure_command", "mix_command"]
+
 PREVIEW_FADE_S = 1.0  # fade-out at the end of a shortened preview
 MIX_FILE = "mix.w64"  # 32-bit float Wave64 (no 4 GiB limit), relative to the job's temp dir
 MASTER_STEM, PREVIEW_FILE = "master", "preview.mp3"
 
 
-def num(x: float) -> str:
-    """A plain decimal literal for the filtergraph (no exponent, no ``-0``)."""
-    s = f"{x:.12f}".rstrip("0").rstrip(".")
-    return "0" if s in ("-0", "") else s
-
-
-def db_to_lin(db: float) -> float:
-    return 10.0 ** (db / 20.0)
-
-
-@dataclass(frozen=True)
-class LayerInput:
-    path: Path
-    info: AudioInfo
-
-
-def layer_length(layer: object, duration_s: float, info: AudioInfo | None) -> float:
+def layer_length(layer: LayerBase, duration_s: float, info: AudioInfo | None) -> float:
     """Seconds the layer sounds for, from its start, within a track of ``duration_s``."""
     start = layer.start_s
     length = duration_s - start
@@ -76,90 +50,7 @@ def fit_duration(spec: RenderSpec, infos: dict[str, AudioInfo], max_duration_s: 
     return min(max(ends) + spec.tail_s, max_duration_s)
 
 
-def _lavfi(desc: str, layer: int | None = None) -> ffmpeg.nodes.FilterableStream:
-    """A lavfi source. ``layer`` (its index) labels the source's link so that identical layers
-    stay distinct nodes: ffmpeg-python merges equal nodes, and two equal layers would otherwise
-    become one node with two outgoing edges (a ValueError) instead of two sources summed."""
-    if layer is not None:
-        desc = f"{desc}[layer{int(layer)}];[layer{int(layer)}]anull"
-    return ffmpeg.input(desc, f="lavfi")["a"]
-
-
-def _sine(freq: float, sr: int, length: float, layer: int) -> ffmpeg.nodes.FilterableStream:
-    return _lavfi(f"sine=frequency={num(freq)}:sample_rate={sr}:duration={num(length)}", layer)
-
-
-def _stereo(left: ffmpeg.nodes.FilterableStream, right: ffmpeg.nodes.FilterableStream):
-    return ffmpeg.filter([left, right], "amerge", inputs=2)
-
-
-def ramp_phase_expr(layer: BinauralLayer) -> str:
-    """ffmpeg expression (of ``t``, seconds) for the right channel's phase in radians:
-    2*pi*(carrier*t + integral of the piecewise-linear beat), so the frequency ramps without phase
-    jumps. Constants are folded per segment (fewer nodes for ffmpeg's per-sample evaluator)."""
-    two_pi, fc = 2.0 * math.pi, layer.carrier_hz
-    pts = layer.schedule or []
-
-    def segment(t_a: float, cycles_a: float, beat: float, k: float) -> str:
-        """Phase from ``t_a`` where the beat phase is ``cycles_a`` and the beat starts at ``beat``."""
-        u = "t" if t_a == 0 else f"(t-{num(t_a)})"
-        const = two_pi * (fc * t_a + cycles_a)
-        out = f"{num(const)}+" if const else ""
-        out += f"{num(two_pi * (fc + beat))}*{u}"
-        if k:
-            quad = two_pi * k
-            out += f"+{num(quad)}*{u}*{u}" if quad > 0 else f"-{num(-quad)}*{u}*{u}"
-        return out
-
-    t0, b0 = pts[0].t_s, pts[0].beat_hz
-    pieces: list[tuple[float, str]] = [(t0, segment(0.0, 0.0, b0, 0.0))] if t0 > 0 else []
-    cycles = b0 * t0  # beat phase (cycles) at the current point
-    for a, b in itertools.pairwise(pts):
-        span = b.t_s - a.t_s
-        k = (b.beat_hz - a.beat_hz) / (2.0 * span)
-        pieces.append((b.t_s, segment(a.t_s, cycles, a.beat_hz, k)))
-        cycles += a.beat_hz * span + k * span * span
-    expr = segment(pts[-1].t_s, cycles, pts[-1].beat_hz, 0.0)
-    for end_t, piece in reversed(pieces):
-        expr = f"if(lt(t,{num(end_t)}),{piece},{expr})"
-    return expr
-
-
-def _source(layer: object, sr: int, length: float, index: int, inp: LayerInput | None):
-    """The layer's raw stereo (or mono, upmixed later) stream of ``length`` seconds."""
-    if isinstance(layer, (SpeechLayer, MusicLayer)):
-        assert inp is not None
-        opts: dict[str, object] = {"t": num(length)}
-        if isinstance(layer, MusicLayer) and layer.loop:
-            opts["stream_loop"] = -1
-        return ffmpeg.input(str(inp.path), **opts)["a:0"]
-    if isinstance(layer, SolfeggioLayer):
-        return _sine(layer.frequency_hz, sr, length, index)
-    if isinstance(layer, IsochronicLayer):
-        return _sine(layer.tone_hz, sr, length, index).filter("tremolo", f=num(layer.rate_hz), d=1)
-    if isinstance(layer, BinauralLayer):
-        left = _sine(layer.carrier_hz, sr, length, index)
-        if layer.schedule is None:
-            right = _sine(layer.carrier_hz + float(layer.beat_hz or 0.0), sr, length, index)
-        else:
-            expr = f"{num(TONE_AMPLITUDE)}*sin({ramp_phase_expr(layer)})"
-            right = _lavfi(f"aevalsrc=exprs='{expr}':sample_rate={sr}:duration={num(length)}", index)
-        return _stereo(left, right)
-    if isinstance(layer, NoiseLayer):
-        seed = layer.seed if layer.seed is not None else 1000 + 2 * index
-        chans = [
-            _lavfi(
-                f"anoisesrc=color={layer.color}:sample_rate={sr}:duration={num(length)}"
-                f":amplitude={num(NOISE_AMPLITUDE)}:seed={s}",
-                index,
-            )
-            for s in (seed, seed + 1)
-        ]
-        return _stereo(*chans)
-    raise TypeError(f"unknown layer {type(layer).__name__}")
-
-
-def _shape(stream, layer: object, sr: int, length: float):
+def _shape(stream: Stream, layer: LayerBase, sr: int, length: float) -> Stream:
     """Common layer chain: stereo float at the track rate, fades, gain, start offset."""
     s = stream.filter("aformat", sample_fmts="fltp", sample_rates=sr, channel_layouts="stereo")
     fade_in, fade_out = layer.fade_in_s, layer.fade_out_s
@@ -184,13 +75,16 @@ def mix_command(
     peak), written to ``MIX_FILE``."""
     sr = spec.sample_rate
     total = round(duration_s * sr)
-    speech, music, other = [], [], []
+    speech: list[Stream] = []
+    music: list[tuple[MusicLayer, Stream]] = []
+    other: list[Stream] = []
     for i, layer in enumerate(spec.layers):
         inp = inputs.get(layer.key)
         length = layer_length(layer, duration_s, inp.info if inp else None)
         if length < 0.001:
             continue
-        s = _shape(_source(layer, sr, length, i, inp), layer, sr, length)
+        ctx = SourceContext(sample_rate=sr, length=length, index=i, input=inp)
+        s = _shape(layer_type(layer).source(layer, ctx), layer, sr, length)
         if isinstance(layer, SpeechLayer):
             speech.append(s)
         elif isinstance(layer, MusicLayer):
@@ -227,7 +121,7 @@ def mix_command(
     else:
         other.extend(s for _, s in music)
 
-    bed = _lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={num(duration_s + 0.1)}")
+    bed = lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={num(duration_s + 0.1)}")
     streams = [bed, *speech, *other]
     mix = ffmpeg.filter(
         streams, "amix", inputs=len(streams), duration="first", normalize=0, dropout_transition=0
@@ -270,7 +164,7 @@ def master_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_p
 
     m = spec.output.master
     if m.format == "wav":
-        mopts: dict[str, object] = {"acodec": f"pcm_s{m.bit_depth}le", "f": "wav", "rf64": "auto"}
+        mopts: dict[str, Any] = {"acodec": f"pcm_s{m.bit_depth}le", "f": "wav", "rf64": "auto"}
     else:
         mopts = {"acodec": "flac", "f": "flac", "sample_fmt": "s16" if m.bit_depth == 16 else "s32"}
     master_out = ffmpeg.output(master_s, f"{MASTER_STEM}.{m.format}", ar=sr, ac=2, **mopts)
@@ -280,7 +174,7 @@ def master_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_p
         preview_s = preview_s.filter("atrim", end_sample=round(p.seconds * sr))
         fade = min(PREVIEW_FADE_S, p.seconds / 2)
         preview_s = preview_s.filter("afade", t="out", st=num(p.seconds - fade), d=num(fade))
-    popts: dict[str, object] = {"acodec": "libmp3lame", "f": "mp3"}
+    popts: dict[str, Any] = {"acodec": "libmp3lame", "f": "mp3"}
     if p.vbr_quality is not None:
         popts["q:a"] = p.vbr_quality
     else:

@@ -8,7 +8,10 @@ formats the validated numbers itself.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -23,14 +26,26 @@ from pydantic import (
     model_validator,
 )
 
+from worker.render import sources
+from worker.render.sources import SourceContext, Stream
+
 SPEC_VERSION = 1
 SOLFEGGIO_HZ = (174, 285, 396, 417, 528, 639, 741, 852, 963)
-NOISE_COLORS = ("white", "pink", "brown", "blue", "violet", "velvet")
-LAYER_TYPES = ("speech", "music", "binaural", "isochronic", "solfeggio", "noise")
+NoiseColor = Literal["white", "pink", "brown", "blue", "violet", "velvet"]
+NOISE_COLORS: tuple[str, ...] = get_args(NoiseColor)
 
 
 def _fmt(x: float) -> str:
     return f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The bounds of a :func:`rng` field, readable from its metadata (the random-spec tests
+    derive their out-of-range values from it)."""
+
+    lo: float
+    hi: float
 
 
 def rng(lo: float, hi: float, unit: str = "") -> Any:
@@ -44,7 +59,7 @@ def rng(lo: float, hi: float, unit: str = "") -> Any:
             raise ValueError(f"must be between {_fmt(lo)} and {_fmt(hi)}{suffix}")
         return v
 
-    return Annotated[float, Field(strict=True, allow_inf_nan=True), AfterValidator(check)]
+    return Annotated[float, Field(strict=True, allow_inf_nan=True), AfterValidator(check), Range(lo, hi)]
 
 
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,127}$")]
@@ -71,7 +86,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _LayerBase(_Model):
+class LayerBase(_Model):
+    type: str
+    """The layer type's name (each model narrows it to its own literal: the union's tag)."""
     gain_db: GainDb = 0.0
     start_s: Seconds = 0.0
     duration_s: rng(0.1, 86400, "s") | None = None
@@ -85,25 +102,20 @@ class _LayerBase(_Model):
         """Stable name of the layer in its spec, ``layers[<index>]``."""
         return self._key
 
-    @property
-    def needs_input(self) -> bool:
-        """Whether the layer is rendered from an external audio file (speech, music)."""
-        return False
+    needs_input: ClassVar[bool] = False
+    """Whether the layer is rendered from an external audio file (speech, music)."""
 
 
-class SpeechLayer(_LayerBase):
+class SpeechLayer(LayerBase):
     """Text spoken by a provider's voice; the pipeline supplies the audio file."""
 
     type: Literal["speech"]
+    needs_input: ClassVar[bool] = True
     text: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
     provider: Token | None = None
     voice: Token | None = None
     model: Token | None = None
     speed: rng(0.5, 2.0) = 1.0
-
-    @property
-    def needs_input(self) -> bool:
-        return True
 
 
 class Duck(_Model):
@@ -123,10 +135,11 @@ class GeneratedMusic(_Model):
     mode: Token | None = None
 
 
-class MusicLayer(_LayerBase):
+class MusicLayer(LayerBase):
     """A music bed from storage, a URL, or a generator; looped to fill its span."""
 
     type: Literal["music"]
+    needs_input: ClassVar[bool] = True
     object: ObjectPath | None = None
     url: HttpUrl | None = None
     generate: GeneratedMusic | None = None
@@ -151,10 +164,6 @@ class MusicLayer(_LayerBase):
             raise ValueError("url: must be http or https")
         return self
 
-    @property
-    def needs_input(self) -> bool:
-        return True
-
 
 Carrier = rng(20, 20000, "Hz")
 Beat = rng(0.5, 40, "Hz")
@@ -165,7 +174,7 @@ class RampPoint(_Model):
     beat_hz: Beat
 
 
-class BinauralLayer(_LayerBase):
+class BinauralLayer(LayerBase):
     """Left ear at ``carrier_hz``, right at carrier + beat; the beat fixed or ramped linearly
     between schedule points (held before the first and after the last), phase-continuous."""
 
@@ -202,7 +211,7 @@ class BinauralLayer(_LayerBase):
         return pts[-1].beat_hz
 
 
-class IsochronicLayer(_LayerBase):
+class IsochronicLayer(LayerBase):
     """A tone switched on and off ``rate_hz`` times a second (smooth pulses; no headphones needed)."""
 
     type: Literal["isochronic"]
@@ -210,26 +219,140 @@ class IsochronicLayer(_LayerBase):
     rate_hz: Beat
 
 
-class SolfeggioLayer(_LayerBase):
+class SolfeggioLayer(LayerBase):
     """A pure tone: one of the Solfeggio frequencies (174 ... 963 Hz) or any audible value."""
 
     type: Literal["solfeggio"]
     frequency_hz: Carrier = 528.0
 
 
-class NoiseLayer(_LayerBase):
+class NoiseLayer(LayerBase):
     """A stereo (decorrelated) noise bed."""
 
     type: Literal["noise"]
-    color: Literal["white", "pink", "brown", "blue", "violet", "velvet"] = "pink"
+    color: NoiseColor = "pink"
     seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 2)] | None = None
 
 
-Layer = Annotated[
-    SpeechLayer | MusicLayer | BinauralLayer | IsochronicLayer | SolfeggioLayer | NoiseLayer,
-    Field(discriminator="type"),
-]
+# ---------------------------------------------------------------- the layer registry
+
+L = TypeVar("L", bound=LayerBase)
+
+
+@dataclass(frozen=True)
+class LayerType(Generic[L]):
+    """One layer type: its model, the builder of its sound, and a generator of random valid layers
+    (plain JSON, for the random-spec tests). Declared once in :data:`LAYER_REGISTRY`; the spec's
+    union, the error paths, the graph dispatch and the fuzz coverage all derive from it."""
+
+    model: type[L]
+    source: Callable[[L, SourceContext], Stream]
+    example: Callable[[random.Random, float], dict[str, Any]]
+    """A random valid layer (as JSON) for a track of the given seconds; renders without a paid provider."""
+
+    @property
+    def name(self) -> str:
+        return str(get_args(self.model.model_fields["type"].annotation)[0])
+
+
+def _r(rnd: random.Random, lo: float, hi: float) -> float:
+    return round(rnd.uniform(lo, hi), 3)
+
+
+def _common_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    """Random values of the fields every layer has (``duration`` is the track length)."""
+    out: dict[str, Any] = {}
+    if rnd.random() < 0.5:
+        out["gain_db"] = rnd.choice([_r(rnd, -30, 0), -60, 20, 0])
+    if rnd.random() < 0.5:
+        out["start_s"] = _r(rnd, 0, min(0.5, duration - 0.1))
+    if rnd.random() < 0.5:
+        out["duration_s"] = _r(rnd, 0.2, 1.0)
+    for fade in ("fade_in_s", "fade_out_s"):
+        if rnd.random() < 0.5:
+            out[fade] = _r(rnd, 0, 0.3)
+    return out
+
+
+def _speech_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    texts = ["Breathe in.", "Rest; [a] here: 'now'.", "Calm, calm = calm.", "Slowly \\ softly | gently."]
+    out: dict[str, Any] = {"type": "speech", "text": rnd.choice(texts), "provider": "espeak"}
+    out["start_s"] = _r(rnd, 0, min(0.3, duration - 0.1))
+    if rnd.random() < 0.5:
+        out["speed"] = _r(rnd, 0.5, 2.0)
+    if rnd.random() < 0.5:
+        out["gain_db"] = _r(rnd, -12, 0)
+    return out
+
+
+def _music_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    generate = {"provider": "local", "prompt": "soft rain", "seconds": _r(rnd, 1, 3)}
+    out: dict[str, Any] = {"type": "music", **_common_example(rnd, duration), "generate": generate}
+    out["loop"] = rnd.random() < 0.7
+    if rnd.random() < 0.3:
+        out["duck"] = True
+    return out
+
+
+def _binaural_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": "binaural",
+        **_common_example(rnd, duration),
+        "carrier_hz": _r(rnd, 60, 1200),
+    }
+    if rnd.random() < 0.5:
+        out["beat_hz"] = _r(rnd, 0.5, 40)
+    else:
+        times = sorted({_r(rnd, 0, 2) for _ in range(rnd.randint(1, 4))})
+        out["schedule"] = [{"t_s": t, "beat_hz": _r(rnd, 0.5, 40)} for t in times]
+    return out
+
+
+def _isochronic_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    common = _common_example(rnd, duration)
+    return {"type": "isochronic", **common, "tone_hz": _r(rnd, 60, 4000), "rate_hz": _r(rnd, 0.5, 40)}
+
+
+def _solfeggio_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "solfeggio", **_common_example(rnd, duration)}
+    if rnd.random() < 0.5:
+        out["frequency_hz"] = rnd.choice(SOLFEGGIO_HZ) if rnd.random() < 0.5 else _r(rnd, 20, 20000)
+    return out
+
+
+def _noise_example(rnd: random.Random, duration: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "noise", **_common_example(rnd, duration)}
+    if rnd.random() < 0.5:
+        out["color"] = rnd.choice(NOISE_COLORS)
+    if rnd.random() < 0.5:
+        out["seed"] = rnd.randint(0, 2**32 - 2)
+    return out
+
+
+LAYER_REGISTRY: dict[str, LayerType[Any]] = {
+    t.name: t
+    for t in (
+        LayerType(SpeechLayer, sources.speech, _speech_example),
+        LayerType(MusicLayer, sources.music, _music_example),
+        LayerType(BinauralLayer, sources.binaural, _binaural_example),
+        LayerType(IsochronicLayer, sources.isochronic, _isochronic_example),
+        LayerType(SolfeggioLayer, sources.solfeggio, _solfeggio_example),
+        LayerType(NoiseLayer, sources.noise, _noise_example),
+    )
+}
+LAYER_TYPES: tuple[str, ...] = tuple(LAYER_REGISTRY)
+"""The layer type names, in registry order (derived: edit :data:`LAYER_REGISTRY`)."""
+
+if TYPE_CHECKING:
+    Layer = LayerBase
+else:
+    Layer = Annotated[Union[tuple(t.model for t in LAYER_REGISTRY.values())], Field(discriminator="type")]  # noqa: UP007
 InputLayer = SpeechLayer | MusicLayer
+
+
+def layer_type(layer: LayerBase) -> LayerType[Any]:
+    """The registry entry of a parsed layer."""
+    return LAYER_REGISTRY[layer.type]
 
 
 class Loudness(_Model):
@@ -307,13 +430,6 @@ class RenderSpec(_Model):
 
     def speech_layers(self) -> list[SpeechLayer]:
         return [x for x in self.layers if isinstance(x, SpeechLayer)]
-
-    def layer(self, key: str) -> _LayerBase:
-        """The layer named ``layers[i]``."""
-        for x in self.layers:
-            if x.key == key:
-                return x
-        raise KeyError(key)
 
 
 class LegacyJob(_Model):
