@@ -3,7 +3,7 @@
     uv run python bench/queue.py [--jobs 20000] [--slots 10] [--samples 300] [--webhook]
 
 Prints, in one run on one throwaway database:
-- jobs/s with 1 and 4 ``python -m worker run`` processes (JOB_HANDLER=worker.queue.handlers:noop);
+- jobs/s with 1 and 4 ``python -m worker run`` processes (JOB_HANDLER=tests.handlers:noop);
 - jobs/s of pgbench running the same claim/complete function calls (the database's own ceiling);
 - enqueue-to-start latency p50/p95 for an idle worker woken by NOTIFY.
 
@@ -108,7 +108,7 @@ def start_workers(url: str, k: int, slots: int) -> list[subprocess.Popen[bytes]]
     env = {
         **os.environ,
         "DATABASE_URL": url,
-        "JOB_HANDLER": "worker.queue.handlers:noop",
+        "JOB_HANDLER": "tests.handlers:noop",
         "MAX_CONCURRENT_JOBS": str(slots),
         "LOG_LEVEL": "warning",
         "POLL_INTERVAL_MS": "1000",

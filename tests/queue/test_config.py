@@ -15,7 +15,7 @@ def run_worker(env: dict[str, str], timeout: float = 30) -> subprocess.Completed
     return subprocess.run(
         [sys.executable, "-m", "worker", "run"],
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.queue.handlers:noop", **env},
+        env={"PATH": "/usr/bin:/bin", "JOB_HANDLER": "tests.handlers:noop", **env},
         capture_output=True,
         text=True,
         timeout=timeout,

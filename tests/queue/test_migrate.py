@@ -24,7 +24,7 @@ def empty_db(pg):
 
 
 def run_cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "JOB_HANDLER": "worker.queue.handlers:noop", **env_extra}
+    env = {"PATH": "/usr/bin:/bin", "JOB_HANDLER": "tests.handlers:noop", **env_extra}
     return subprocess.run(
         [sys.executable, "-m", "worker", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )

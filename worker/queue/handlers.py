@@ -1,4 +1,4 @@
-"""The contract between the claim loop and a job's work, and built-in handlers for tests and benches.
+"""The contract between the claim loop and a job's work, and the loader of JOB_HANDLER.
 
 A handler is ``async def handler(job: Job, ctx: JobContext) -> dict``: it returns the job's result
 (JSON-able) or raises one of ``worker.errors``' classes. The claim loop does everything else:
@@ -22,16 +22,12 @@ loop before the job's next attempt runs its handler, and by the rescue leader fo
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Protocol
 
-from worker.errors import PayloadError, PermanentError, RetryableError
 from worker.queue.db.queue import Job
 
 
@@ -94,7 +90,7 @@ Sweeper = Callable[[list[dict[str, str]]], Awaitable[None]]
 
 
 # JOB_HANDLER values written before the package was grouped by stage keep working.
-MOVED_MODULES = {"worker.pipeline": "worker.job.pipeline", "worker.handlers": "worker.queue.handlers"}
+MOVED_MODULES = {"worker.pipeline": "worker.job.pipeline"}
 
 
 class Handler(Protocol):
@@ -129,41 +125,3 @@ def load_sweeper(spec: str) -> Sweeper | None:
     except ImportError:
         return None
     return getattr(module, "sweep", None)
-
-
-async def noop(job: Job, ctx: JobContext) -> dict[str, Any]:
-    """Completes at once. For benchmarks of the queue itself."""
-    return {"ok": True}
-
-
-async def sleep(job: Job, ctx: JobContext) -> dict[str, Any]:
-    """A scriptable job for tests: payload ``{"sleep_ms": 200, "first_attempt_ms": 30000,
-    "fail": "permanent|retryable|crash|kill", "child": true}``. Unknown keys are ignored; a bad
-    ``sleep_ms`` fails the job naming the field."""
-    p = job.payload
-    ms = p.get("first_attempt_ms", p.get("sleep_ms", 0)) if job.attempts == 1 else p.get("sleep_ms", 0)
-    if not isinstance(ms, int | float) or isinstance(ms, bool) or not 0 <= ms <= 3_600_000:
-        raise PayloadError("sleep_ms", "must be a number of milliseconds between 0 and 3600000")
-    fail = p.get("fail")
-    if fail == "kill":  # a poison job: takes the whole worker process down
-        os.kill(os.getpid(), signal.SIGKILL)
-    proc = None
-    if p.get("child"):
-        proc = await asyncio.create_subprocess_exec("sleep", str(ms / 1000 + 60))
-        ctx.report(stage="child")
-    try:
-        steps = max(1, int(ms // 100))
-        for i in range(steps):
-            await asyncio.sleep(ms / 1000 / steps)
-            ctx.report(progress=100 * (i + 1) / steps, stage="sleep")
-    finally:
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if fail == "permanent":
-        raise PermanentError("scripted permanent failure")
-    if fail == "retryable":
-        raise RetryableError("scripted transient failure")
-    if fail == "crash":
-        raise RuntimeError("scripted unexpected exception")
-    return {"slept_ms": ms, "attempt": job.attempts, "child_pid": proc.pid if proc else None}

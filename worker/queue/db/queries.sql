@@ -1,10 +1,10 @@
 -- The SQL the worker sends, one statement per name. Every rule lives in the audio_queue functions
 -- (migrations/); these statements only call them.
 
--- name: claim_jobs
+-- name: get_next_pending_job
 select * from audio_queue.get_next_pending_job(%(worker_id)s, %(limit)s, %(lease_seconds)s);
 
--- name: heartbeat
+-- name: update_job_progress
 select audio_queue.update_job_progress(%(job_id)s, %(progress)s, %(stage)s, %(lease_id)s);
 
 -- name: complete_job

@@ -51,10 +51,14 @@ class Job:
         )
 
 
-async def claim_jobs(conn: AsyncConnection, worker_id: str, limit: int, lease_seconds: int) -> list[Job]:
+async def get_next_pending_job(
+    conn: AsyncConnection, worker_id: str, limit: int, lease_seconds: int
+) -> list[Job]:
+    """Claim up to ``limit`` jobs for ``worker_id`` under a lease of ``lease_seconds``."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            q("claim_jobs"), {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds}
+            q("get_next_pending_job"),
+            {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds},
         )
         return [Job.from_row(r) for r in await cur.fetchall()]
 
@@ -65,12 +69,12 @@ async def _scalar(conn: AsyncConnection, name: str, params: dict[str, Any]) -> A
     return row[0] if row else None
 
 
-async def heartbeat(conn: AsyncConnection, job: Job, progress: int, stage: str | None) -> bool:
+async def update_job_progress(conn: AsyncConnection, job: Job, progress: int, stage: str | None) -> bool:
     """Renew the lease and report progress; False means stop: lease lost or cancel requested."""
     return bool(
         await _scalar(
             conn,
-            "heartbeat",
+            "update_job_progress",
             {"job_id": job.id, "progress": progress, "stage": stage, "lease_id": job.lease_id},
         )
     )
@@ -121,7 +125,8 @@ async def release_job(conn: AsyncConnection, job: Job) -> bool:
 
 async def rescue_if_leader(conn: AsyncConnection) -> int | None:
     """Run reset_stuck_jobs unless another worker is doing it; the number of jobs reset, or None."""
-    return await _scalar(conn, "rescue_if_leader", {})
+    n = await _scalar(conn, "rescue_if_leader", {})
+    return None if n is None else int(n)
 
 
 async def record_objects(conn: AsyncConnection, job: Job, objects: list[dict[str, str]]) -> bool:

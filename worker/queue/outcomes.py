@@ -1,0 +1,183 @@
+"""What a finished attempt becomes, recorded by the audio_queue SQL functions.
+
+- a result: ``complete_job`` (batched, see :mod:`worker.queue.completions`);
+- lease lost or cancel requested (``Outcome.LOST``), or shutdown's grace over (``ABANDONED``):
+  ``release_job`` hands the job back without spending an attempt (or ends it when a cancel was
+  asked);
+- timeout: a retryable failure;
+- an exception: a failure whose class decides retry or not (:mod:`worker.errors`).
+
+A refused call means the job is no longer this attempt's: its work is discarded (``ctx.discards``)
+and nothing of it is published. Every outcome also goes to the observer (metrics, webhook wake-up),
+which is never allowed to fail a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from worker.config import WorkerSettings
+from worker.errors import JobError, PayloadError, PermanentError
+from worker.logs import redact
+from worker.observe import db as observe_db
+from worker.observe.http import DB_CHECK_S
+from worker.observe.observer import Observer
+from worker.queue.completions import CompletionBatcher
+from worker.queue.db import queue
+from worker.queue.handlers import JobContext
+from worker.queue.retry import RetryingDb, first_line
+from worker.queue.supervise import Outcome
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt: the message users see, whether it may be retried, and the log's word for it."""
+
+    message: str
+    retryable: bool
+    kind: str
+
+
+def failure_of(work: asyncio.Task[Any]) -> Failure | None:
+    """How the finished ``work`` failed, or None when it returned a result."""
+    if work.cancelled():
+        return Failure("the job's work was cancelled", True, "failed (retryable)")
+    exc = work.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, PayloadError):
+        return Failure(redact(str(exc)), False, "payload rejected")
+    if isinstance(exc, JobError):
+        permanent = isinstance(exc, PermanentError) or not exc.retryable
+        return Failure(
+            redact(str(exc)), exc.retryable, "failed permanently" if permanent else "failed (retryable)"
+        )
+    logger.opt(exception=exc).error("handler raised {}", type(exc).__name__)
+    return Failure(redact(f"unexpected error: {type(exc).__name__}: {exc}"), True, "failed (retryable)")
+
+
+class OutcomeRecorder:
+    def __init__(self, db: RetryingDb, settings: WorkerSettings, observer: Observer) -> None:
+        self.db = db
+        self.settings = settings
+        self.observer = observer
+        self.completions = CompletionBatcher(
+            send_many=lambda done: db(queue.complete_jobs, done),
+            send_one=lambda job, result: db(queue.complete_job, job, result=result),
+        )
+
+    async def record(
+        self, job: queue.Job, ctx: JobContext, work: asyncio.Task[Any], outcome: Outcome, elapsed: float
+    ) -> None:
+        """Record the attempt's outcome in the database, then observe it."""
+        if outcome in (Outcome.LOST, Outcome.ABANDONED):
+            await self._release(job, ctx, outcome, elapsed)
+        elif outcome is Outcome.TIMEOUT:
+            msg = f"timed out after {self.settings.job_timeout_ms} ms (JOB_TIMEOUT_MS)"
+            await self._fail(job, ctx, Failure(msg, True, "timeout"), elapsed)
+        elif (failure := failure_of(work)) is not None:
+            await self._fail(job, ctx, failure, elapsed)
+        else:
+            await self._complete(job, ctx, work.result(), elapsed)
+
+    async def _complete(
+        self, job: queue.Job, ctx: JobContext, result: dict[str, Any], elapsed: float
+    ) -> None:
+        try:
+            ok = await self.completions.complete(job, result)
+        except TypeError as exc:  # result not JSON-able: a handler bug, not the job's fault
+            msg = redact(f"handler returned a result that is not JSON: {exc}")
+            await self._fail(job, ctx, Failure(msg, False, "failed permanently"), elapsed)
+            return
+        if ok:
+            logger.info("job completed in {:.2f}s (attempt {})", elapsed, job.attempts)
+            self._observe(job, "completed", elapsed, ctx)
+        else:
+            await discard(ctx)
+            logger.warning("completion refused (lease lost or job cancelled): work discarded")
+            await self._observe_refused(job, ctx, elapsed)
+
+    async def _fail(self, job: queue.Job, ctx: JobContext, failure: Failure, elapsed: float) -> None:
+        await discard(ctx)
+        ok = await self.db(queue.complete_job, job, error=failure.message, retryable=failure.retryable)
+        if failure.kind == "timeout":
+            logger.warning("job {}", failure.message)
+        else:
+            logger.warning(
+                "job {} after {:.2f}s (attempt {}/{}): {}",
+                failure.kind,
+                elapsed,
+                job.attempts,
+                job.max_attempts,
+                failure.message,
+            )
+        if not ok:
+            await self._observe_refused(job, ctx, elapsed)
+        elif failure.kind == "timeout":
+            self._observe(job, "timeout", elapsed, ctx)
+        else:
+            again = failure.retryable and job.attempts < job.max_attempts  # complete_job's own rule
+            self._observe(job, "retrying" if again else "failed", elapsed, ctx)
+
+    async def _release(self, job: queue.Job, ctx: JobContext, outcome: Outcome, elapsed: float) -> None:
+        await discard(ctx)
+        released = await self.db(queue.release_job, job)
+        logger.info(
+            "job {} after {:.2f}s: {}",
+            "released" if outcome is Outcome.ABANDONED else "stopped",
+            elapsed,
+            "handed back to the queue" if released else "it is no longer ours",
+        )
+        if released:  # handed back, or ended by release_job because a cancel was requested
+            await self._observe_released(job, ctx, elapsed)
+        else:
+            self._observe(job, "refused", elapsed, ctx)
+
+    # -- observation (metrics, webhook wake-up) ------------------------------------------------------
+
+    def _observe(self, job: queue.Job, outcome: str, elapsed: float, ctx: JobContext) -> None:
+        try:
+            self.observer.job_finished(job, outcome, elapsed, ctx)
+        except Exception as exc:
+            logger.opt(exception=exc).error("observer failed on outcome {}: {}", outcome, redact(str(exc)))
+
+    async def _final_row(self, job: queue.Job) -> dict[str, Any] | None:
+        """The job's row, to tell a cancel from a lost lease; None when not needed or not readable."""
+        if not self.observer.wants_final_row:
+            return None
+        try:
+            return await self.db(observe_db.job_row, job.id, until=time.monotonic() + DB_CHECK_S)
+        except Exception as exc:
+            logger.warning("could not read the job's final state: {}", first_line(exc))
+            return None
+
+    async def _observe_refused(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
+        """complete_job said no: cancelled under our lease, or no longer ours (refused)."""
+        row = await self._final_row(job)
+        cancelled = row is not None and row["status"] == "cancelled" and row["lease_id"] == job.lease_id
+        self._observe(job, "cancelled" if cancelled else "refused", elapsed, ctx)
+
+    async def _observe_released(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
+        """release_job took it back: pending again (released), or cancelled because a cancel was asked."""
+        row = await self._final_row(job)
+        cancelled = (
+            row is not None
+            and row["status"] == "cancelled"
+            and row["error_message"] == "cancelled while processing"
+            and row["lease_id"] is None
+        )
+        self._observe(job, "cancelled" if cancelled else "released", elapsed, ctx)
+
+
+async def discard(ctx: JobContext) -> None:
+    """Run the attempt's discard hooks (delete what it published); failures are only logged."""
+    for cleanup in ctx.discards:
+        try:
+            await cleanup()
+        except Exception as exc:
+            logger.error("cleanup of a discarded attempt failed: {}", first_line(exc))
