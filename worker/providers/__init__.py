@@ -31,7 +31,8 @@ from loguru import logger
 from worker.errors import PayloadError
 from worker.providers import elevenlabs, espeak, localmusic, openai, stability
 from worker.providers.cache import AudioCache, cache_key, copy_atomic
-from worker.providers.join import join_parts
+from worker.providers.join import join_parts, join_with_pauses
+from worker.providers.pauses import PauseMarkerError, split_pauses
 from worker.providers.retry import RetryPolicy
 from worker.providers.settings import ProviderSettings
 from worker.providers.textsplit import split_text
@@ -131,7 +132,9 @@ async def fetch_speech(
     """Speak ``text``; return the audio file written inside ``out_dir``.
 
     Long text is split at sentence boundaries under the provider's limit; the parts are
-    synthesized in order (each cached) and joined with a short crossfade.
+    synthesized in order (each cached) and joined with a short crossfade. Pause markers
+    (``[pause 10s]``, ``<break time="500ms"/>``; ``worker.providers.pauses``) cut the text: each
+    piece is spoken on its own and exact silence is put between them.
     """
     settings = settings or ProviderSettings()
     if not text or not text.strip():
@@ -140,67 +143,95 @@ async def fetch_speech(
         raise PayloadError(
             "text", f"must be at most {settings.speech_max_chars} characters (SPEECH_MAX_CHARS)"
         )
+    try:
+        segments = split_pauses(text)
+    except PauseMarkerError as exc:
+        raise PayloadError("text", str(exc)) from None
     name = resolve_speech_provider(provider, settings)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".speech-{uuid.uuid4().hex[:12]}"
     work.mkdir()
     try:
-        if name == "espeak":
-            voice = voice or settings.espeak_voice
-            chunks = split_text(text, espeak.MAX_CHARS)
-            logger.info("speech via espeak ({}): {} chars in {} part(s)", voice, len(text), len(chunks))
-            parts = []
-            for i, chunk in enumerate(chunks):
-                dest = work / f"part{i:04d}.wav"
-                await espeak.synthesize(
-                    chunk, voice=voice, speed=speed, dest=dest, binary=settings.espeak_binary
+        if len(segments) == 1:
+            return await _speak(str(segments[0]), name, voice, model, speed, out_dir, work, settings)
+        items: list[Path | float] = []
+        for n, seg in enumerate(segments):
+            if isinstance(seg, str):
+                items.append(
+                    await _speak(seg, name, voice, model, speed, work / f"seg{n:04d}", work, settings)
                 )
-                parts.append(dest)
-            ident = cache_key(provider=name, voice=voice, speed=speed, text=text)
-            final = out_dir / f"speech-espeak-{ident[:16]}{'.wav' if len(parts) == 1 else '.flac'}"
-            return await _finish(parts, final, settings)
-
-        module: Any = openai if name == "openai" else elevenlabs
-        fields = module.request_fields(settings, voice=voice, model=model, speed=speed)
-        if name == "openai":
-            limit, ext = openai.MAX_CHARS, fields["response_format"]
-        else:
-            limit, ext = elevenlabs.max_chars(fields["model"]), elevenlabs.extension(fields["output_format"])
-        chunks = split_text(text, limit)
-        logger.info(
-            "speech via {} (model {}, voice {}): {} chars in {} part(s)",
-            name,
-            fields["model"],
-            fields["voice"],
-            len(text),
-            len(chunks),
-        )
-        cache, policy = _cache(settings), _policy(settings)
-        parts, keys = [], []
-        async with _client(settings) as client:
-            for i, chunk in enumerate(chunks):
-                dest = work / f"part{i:04d}.{ext}"
-                context: dict[str, str | None] = {}
-                if name == "elevenlabs":
-                    context = {
-                        "previous_text": chunks[i - 1] if i else None,
-                        "next_text": chunks[i + 1] if i + 1 < len(chunks) else None,
-                    }
-                key = cache_key(provider=name, fields=fields, text=chunk, **context)
-
-                async def produce(
-                    d: Path, chunk: str = chunk, context: dict[str, str | None] = context
-                ) -> None:
-                    await module.synthesize(client, settings, fields, chunk, d, policy, **context)
-
-                parts.append(await _cached(cache, key, ext, dest, produce))
-                keys.append(key)
-        final_ext = ext if len(parts) == 1 else "flac"
-        final = out_dir / f"speech-{name}-{cache_key(parts=keys)[:16]}.{final_ext}"
-        return await _finish(parts, final, settings)
+            else:
+                items.append(seg)
+        logger.info("speech with {} pause(s) of {:.1f} s in all", sum(isinstance(x, float) for x in items),
+                    sum(x for x in items if isinstance(x, float)))  # fmt: skip
+        ident = cache_key(provider=name, voice=voice, model=model, speed=speed, text=text)
+        return await join_with_pauses(items, out_dir / f"speech-{name}-{ident[:16]}.flac")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def _speak(
+    text: str,
+    name: str,
+    voice: str | None,
+    model: str | None,
+    speed: float,
+    out_dir: Path,
+    work: Path,
+    settings: ProviderSettings,
+) -> Path:
+    """One piece of text (no pause markers) spoken by provider ``name`` into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if name == "espeak":
+        voice = voice or settings.espeak_voice
+        chunks = split_text(text, espeak.MAX_CHARS)
+        logger.info("speech via espeak ({}): {} chars in {} part(s)", voice, len(text), len(chunks))
+        parts = []
+        for chunk in chunks:
+            dest = work / f"part-{uuid.uuid4().hex[:12]}.wav"
+            await espeak.synthesize(chunk, voice=voice, speed=speed, dest=dest, binary=settings.espeak_binary)
+            parts.append(dest)
+        ident = cache_key(provider=name, voice=voice, speed=speed, text=text)
+        final = out_dir / f"speech-espeak-{ident[:16]}{'.wav' if len(parts) == 1 else '.flac'}"
+        return await _finish(parts, final, settings)
+
+    module: Any = openai if name == "openai" else elevenlabs
+    fields = module.request_fields(settings, voice=voice, model=model, speed=speed)
+    if name == "openai":
+        limit, ext = openai.MAX_CHARS, fields["response_format"]
+    else:
+        limit, ext = elevenlabs.max_chars(fields["model"]), elevenlabs.extension(fields["output_format"])
+    chunks = split_text(text, limit)
+    logger.info(
+        "speech via {} (model {}, voice {}): {} chars in {} part(s)",
+        name,
+        fields["model"],
+        fields["voice"],
+        len(text),
+        len(chunks),
+    )
+    cache, policy = _cache(settings), _policy(settings)
+    parts, keys = [], []
+    async with _client(settings) as client:
+        for i, chunk in enumerate(chunks):
+            dest = work / f"part-{uuid.uuid4().hex[:12]}.{ext}"
+            context: dict[str, str | None] = {}
+            if name == "elevenlabs":
+                context = {
+                    "previous_text": chunks[i - 1] if i else None,
+                    "next_text": chunks[i + 1] if i + 1 < len(chunks) else None,
+                }
+            key = cache_key(provider=name, fields=fields, text=chunk, **context)
+
+            async def produce(d: Path, chunk: str = chunk, context: dict[str, str | None] = context) -> None:
+                await module.synthesize(client, settings, fields, chunk, d, policy, **context)
+
+            parts.append(await _cached(cache, key, ext, dest, produce))
+            keys.append(key)
+    final_ext = ext if len(parts) == 1 else "flac"
+    final = out_dir / f"speech-{name}-{cache_key(parts=keys)[:16]}.{final_ext}"
+    return await _finish(parts, final, settings)
 
 
 async def fetch_music(

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker.providers.pauses import PauseMarkerError, split_pauses
 from worker.render import sources
 from worker.render.sources import SourceContext, Stream
 
@@ -106,12 +107,29 @@ class LayerBase(_Model):
     """Whether the layer is rendered from an external audio file (speech, music)."""
 
 
+SPEECH_TEXT_MAX_CHARS = 100_000
+"""A 30-minute guided script is ~27,000 characters (150 words a minute); 100,000 covers the longest
+track a worker may render (RENDER_MAX_DURATION_S default 1 h: ~54,000 spoken characters) with room
+for pause markers, and matches SPEECH_MAX_CHARS' default, which operators may set lower."""
+
+
+def _pauses_ok(text: str) -> str:
+    try:
+        split_pauses(text)
+    except PauseMarkerError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
 class SpeechLayer(LayerBase):
-    """Text spoken by a provider's voice; the pipeline supplies the audio file."""
+    """Text spoken by a provider's voice; the pipeline supplies the audio file. Pause markers
+    (``[pause 10s]``, ``<break time="500ms"/>``) become exact silence."""
 
     type: Literal["speech"]
     needs_input: ClassVar[bool] = True
-    text: Annotated[str, StringConstraints(min_length=1, max_length=20000)]
+    text: Annotated[
+        str, StringConstraints(min_length=1, max_length=SPEECH_TEXT_MAX_CHARS), AfterValidator(_pauses_ok)
+    ]
     provider: Token | None = None
     voice: Token | None = None
     model: Token | None = None
