@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import all_keys, enqueue, job, pipeline_env
-from tests.faults.conftest import FAST, TONES
+from tests.faults.conftest import FAST, FAULT_HANDLER, TONES
 from tests.support.workers import wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -63,3 +63,59 @@ def test_storage_outage_mid_run_completes_with_both_files_or_fails_leaving_nothi
     assert any("storage unreachable" in (r["last_error"] or "") for r in rows) or any(
         "storage:" in w.log for w in workers
     ), "the outage hit no upload"
+
+
+# 25 s of tones at 48 kHz: a 24-bit WAV master of 7.2 MB, two parts when multipart is at 5 MiB; a
+# short preview keeps the render quick.
+LONG_TONES = {**TONES, "duration_s": 25, "sample_rate": 48000, "output": {"preview": {"seconds": 2}}}
+
+
+def incomplete_uploads(s3) -> list[str]:
+    client = s3.client()
+    return sorted(
+        f"{b}/{u['Key']}"
+        for b in dict.fromkeys(s3.buckets)
+        for u in client.list_multipart_uploads(Bucket=b).get("Uploads", [])
+    )
+
+
+def test_kill_9_mid_multipart_upload_the_sweep_aborts_the_incomplete_upload(conn, fleet, s3, tmp_path):
+    """The upload id lived only in the dead process: the next attempt's sweep finds the incomplete
+    upload by listing the job's keys and aborts it, so no parts are left holding storage."""
+    jid = enqueue(conn, LONG_TONES)
+    multipart = {
+        "STORAGE_MULTIPART_THRESHOLD_MB": 5,
+        "STORAGE_MULTIPART_PART_MB": 5,
+        "STORAGE_MULTIPART_CONCURRENCY": 1,
+    }
+    a = fleet.start(
+        **pipeline_env(s3, tmp_path, JOB_HANDLER=FAULT_HANDLER, FAULT_PART_PAUSE_S=60, **multipart, **FAST)
+    )
+    client = s3.client()
+
+    def a_part_is_stored() -> bool:
+        listed = client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+        return any(
+            client.list_parts(Bucket=s3.bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts")
+            for u in listed
+        )
+
+    wait_until(a_part_is_stored, timeout=40, what="a part of the master to be stored")
+    a.kill()
+    left = incomplete_uploads(s3)
+    assert len(left) == 1 and left[0] in {
+        f"{o['bucket']}/{o['key']}" for o in job(conn, jid)["pending_objects"]
+    }
+
+    b = fleet.start(**pipeline_env(s3, tmp_path, **FAST))
+    row = wait_until(
+        lambda: (r := job(conn, jid))["status"] in ("completed", "failed") and r,
+        timeout=40,
+        what="the job to end",
+    )
+    assert row["status"] == "completed", f"{row['error_message']}\n{b.log[-3000:]}"
+    assert row["attempts"] == 2 and "left by an earlier attempt" in b.log
+    assert incomplete_uploads(s3) == []
+    assert sorted(all_keys(s3)) == sorted(
+        f"{o['bucket']}/{o['key']}" for o in (row["result"]["master"], row["result"]["preview"])
+    )

@@ -1,50 +1,34 @@
-"""A job whose completion is refused, or that fails after uploading, leaves nothing in storage."""
+"""Cleanup leaves nothing behind: objects are deleted, and incomplete multipart uploads of their keys
+(a process killed mid-upload) are found by listing and aborted, without any stored upload id."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.storage.conftest import MiB
 from tests.support.s3 import S3Server
-from worker.errors import PermanentError
 from worker.storage import Storage, StoredObject
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class LeaseLost(Exception):
-    """Stands in for the queue refusing a job's completion."""
+def handle(bucket: str, key: str) -> StoredObject:
+    return StoredObject(bucket=bucket, key=key, size=0, sha256="", content_type="", url="")
 
 
-def test_refused_completion_deletes_master_and_preview(
-    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
-) -> None:
-    before = (s3.keys(), s3.keys(s3.preview_bucket))
-    with pytest.raises(LeaseLost):
-        with storage.cleanup_on_failure() as batch:
-            batch.upload_file(
-                make_file("m.wav", 11 * MiB), bucket=s3.bucket, key=storage.object_key("j1", "wav")
-            )
-            batch.upload_file(
-                make_file("p.mp3", 1000), bucket=s3.preview_bucket, key=storage.object_key("j1", "mp3")
-            )
-            assert len(s3.keys()) == len(before[0]) + 1
-            raise LeaseLost
-    assert (s3.keys(), s3.keys(s3.preview_bucket)) == before
+def uploads(s3: S3Server, bucket: str, prefix: str) -> list[str]:
+    listing: dict[str, Any] = s3.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    return sorted(u["Key"] for u in listing.get("Uploads", []))
 
 
-def test_failure_after_first_upload_deletes_it(
-    s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
-) -> None:
-    before = s3.keys()
-    with pytest.raises(PermanentError, match="does not exist"):
-        with storage.cleanup_on_failure() as batch:
-            batch.upload_file(make_file("m.wav", 1000), bucket=s3.bucket, key=storage.object_key("j2", "wav"))
-            batch.upload_file(make_file("p.mp3", 1000), bucket="missing-bucket-z", key="generated/j2.mp3")
-    assert s3.keys() == before
+def start_upload(s3: S3Server, bucket: str, key: str) -> None:
+    """An upload as a killed worker leaves it: created, one part sent, never completed."""
+    client = s3.client()
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1000)
 
 
 def test_delete_objects_is_idempotent_and_quiet(
@@ -60,15 +44,19 @@ def test_delete_objects_is_idempotent_and_quiet(
     assert stored.key not in s3.keys()
 
 
-def test_discard_after_refused_completion(
+def test_purge_aborts_incomplete_uploads_of_exactly_its_keys_and_deletes_the_objects(
     s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
 ) -> None:
-    """The pipeline may learn of a lost lease from a return value rather than an exception."""
-    with storage.cleanup_on_failure() as batch:
-        stored: StoredObject = batch.upload_file(
-            make_file("m.wav", 1000), bucket=s3.bucket, key=storage.object_key("j4", "wav")
-        )
-        completed = False  # e.g. complete_job() returned False: the lease was lost
-        if not completed:
-            batch.discard()
-    assert stored.key not in s3.keys()
+    master, preview = "generated/p1_1.wav", "generated/p1_1.mp3"
+    start_upload(s3, s3.bucket, master)
+    start_upload(s3, s3.bucket, master)  # a retried attempt of the same key: both go
+    start_upload(s3, s3.bucket, master + ".other")  # shares the prefix, not the key: stays
+    storage.upload_file(make_file("p.mp3", 1000), bucket=s3.preview_bucket, key=preview)
+
+    storage.purge([handle(s3.bucket, master), handle(s3.preview_bucket, preview)])
+
+    assert uploads(s3, s3.bucket, master) == [master + ".other"]
+    assert preview not in s3.keys(s3.preview_bucket)
+    storage.purge([handle(s3.bucket, master), handle("missing-bucket-z", master)])  # again: quiet
+    assert storage.abort_incomplete_uploads(s3.bucket, master + ".other") == 1
+    assert uploads(s3, s3.bucket, "generated/p1_") == []

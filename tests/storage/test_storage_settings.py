@@ -63,6 +63,10 @@ def test_self_hosted_url_and_explicit_endpoint(monkeypatch: pytest.MonkeyPatch) 
             {"supabase_url": "https://r.supabase.co", "storage_multipart_threshold_mb": 4},
             "greater than or equal to 5",
         ),
+        (  # above Supabase's 50 MiB single-request limit a file must go multipart
+            {"supabase_url": "https://r.supabase.co", "storage_multipart_threshold_mb": 51},
+            "less than or equal to 50",
+        ),
         ({"supabase_url": "https://r.supabase.co", "storage_signed_url_ttl_s": 604801}, "less than or equal"),
         (
             {"supabase_url": "https://r.supabase.co", "storage_upload_attempts": 0},

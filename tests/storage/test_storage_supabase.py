@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -16,7 +17,7 @@ from loguru import logger
 from tests.storage.conftest import MiB
 from tests.storage.fake_supabase import FakeSupabaseS3
 from worker.errors import JobError, PermanentError
-from worker.storage import Storage, StorageSettings
+from worker.storage import ObjectNotFound, Storage, StorageSettings, classify
 
 pytestmark = pytest.mark.timeout(60)
 SECRET = "sb-secret-VERY-PRIVATE-0123456789"
@@ -24,7 +25,7 @@ SECRET = "sb-secret-VERY-PRIVATE-0123456789"
 
 def settings_for(fake: FakeSupabaseS3, **overrides: Any) -> StorageSettings:
     values: dict[str, Any] = dict(
-        supabase_url="http://127.0.0.1:54321",
+        supabase_url=fake.url,
         storage_s3_endpoint=fake.endpoint,
         storage_s3_access_key_id="test-access-key-id",
         storage_s3_secret_access_key=SECRET,
@@ -38,7 +39,7 @@ def settings_for(fake: FakeSupabaseS3, **overrides: Any) -> StorageSettings:
 
 @pytest.fixture
 def fake() -> Iterator[FakeSupabaseS3]:
-    with FakeSupabaseS3(max_put_bytes=6 * MiB) as server:
+    with FakeSupabaseS3(max_put_bytes=6 * MiB, public_buckets=("audio-files",)) as server:
         yield server
 
 
@@ -66,7 +67,7 @@ def test_plain_botocore_reads_no_error_code_from_supabase(fake: FakeSupabaseS3) 
 
 
 @pytest.mark.parametrize("html", [False, True], ids=["supabase-xml", "proxy-html"])
-def test_oversize_single_put_fails_with_flac_hint_without_retrying(
+def test_oversize_single_put_fails_with_a_true_hint_without_retrying(
     html: bool, make_file: Callable[[str, int], Path]
 ) -> None:
     with FakeSupabaseS3(max_put_bytes=1 * MiB, html_413=html) as fake:
@@ -74,7 +75,8 @@ def test_oversize_single_put_fails_with_flac_hint_without_retrying(
         with pytest.raises(PermanentError) as caught:
             storage.upload_file(make_file("m.wav", 2 * MiB), bucket="audio-files", key="generated/m.wav")
         message = str(caught.value)
-        assert "too large" in message and "flac" in message and "16-bit" in message
+        assert "too large" in message and "as flac" in message and "16-bit" in message
+        assert "file size limit of the bucket or of the project" in message
         assert [r[0] for r in fake.requests] == ["PUT"]  # refused once, not retried
         assert not fake.objects
 
@@ -168,8 +170,115 @@ def test_master_over_the_plan_limit_fails_multipart_with_hint_and_leaves_nothing
 ) -> None:
     with FakeSupabaseS3(max_put_bytes=6 * MiB, max_object_bytes=8 * MiB) as fake:
         storage = Storage(settings_for(fake, storage_multipart_concurrency=1))
-        with pytest.raises(PermanentError, match="flac or 16-bit") as caught:
+        with pytest.raises(PermanentError, match="as flac .* or at 16-bit") as caught:
             storage.upload_file(make_file("m.wav", 11 * MiB), bucket="audio-files", key="generated/m.wav")
         assert "11.5 MB" in str(caught.value)
         assert not fake.objects and not fake.uploads  # refused part, then the upload was aborted
         assert fake.requests[-1][0] == "DELETE"
+
+
+def raw_client(fake: FakeSupabaseS3) -> Any:
+    """boto3 without the worker's hooks: what botocore alone sends."""
+    return boto3.client(
+        "s3",
+        endpoint_url=fake.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test-access-key-id",
+        aws_secret_access_key="x",
+        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+    )
+
+
+def test_imitation_refuses_delete_objects_without_xml_and_completes_multipart_without_it(
+    fake: FakeSupabaseS3,
+) -> None:
+    """As the real server: DeleteObjects without application/xml is a 400 InvalidRequest (nothing
+    deleted); CompleteMultipartUpload without it is a 200 that assembles every uploaded part."""
+    client = raw_client(fake)
+    client.put_object(Bucket="audio-files", Key="generated/a.wav", Body=b"a")
+    with pytest.raises(ClientError) as caught:
+        client.delete_objects(Bucket="audio-files", Delete={"Objects": [{"Key": "generated/a.wav"}]})
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert ("audio-files", "generated/a.wav") in fake.objects
+
+    upload = client.create_multipart_upload(Bucket="audio-files", Key="generated/m.wav")["UploadId"]
+    etags = [
+        client.upload_part(
+            Bucket="audio-files", Key="generated/m.wav", UploadId=upload, PartNumber=n, Body=body
+        )["ETag"]
+        for n, body in ((1, b"first-"), (2, b"second"))
+    ]
+    client.complete_multipart_upload(
+        Bucket="audio-files",
+        Key="generated/m.wav",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etags[0]}]},  # body unread: both parts
+    )
+    assert fake.objects[("audio-files", "generated/m.wav")][0] == b"first-second"
+    assert [r[3] for r in fake.requests if r[0] == "POST" and "uploadId" in r[2]] == [None]
+
+
+@pytest.mark.parametrize("size", [1000, 7 * MiB], ids=["single-put", "multipart-create"])
+def test_bucket_with_allowed_mime_types_refuses_other_types_permanently(
+    size: int, make_file: Callable[[str, int], Path]
+) -> None:
+    with FakeSupabaseS3(allowed_mime_types={"audio-files": ("audio/mpeg",)}) as fake:
+        storage = Storage(settings_for(fake))
+        with pytest.raises(PermanentError, match="allowed MIME types") as caught:
+            storage.upload_file(make_file("m.flac", size), bucket="audio-files", key="generated/m.flac")
+        assert "InvalidMimeType, HTTP 415" in str(caught.value)
+        assert len(fake.requests) == 1 and not fake.objects and not fake.uploads  # not retried
+        storage.upload_file(make_file("p.mp3", 1000), bucket="audio-files", key="generated/p.mp3")
+
+
+def test_presigned_and_public_urls_download_the_object(
+    make_file: Callable[[str, int], Path],
+) -> None:
+    path = make_file("p.mp3", 70_000)
+    with FakeSupabaseS3(buckets=("audio-files", "private"), public_buckets=("audio-files",)) as fake:
+        public = Storage(settings_for(fake)).upload_file(path, bucket="audio-files", key="generated/p.mp3")
+        assert public.url == f"{fake.url}/storage/v1/object/public/audio-files/generated/p.mp3"
+        signed = Storage(settings_for(fake, storage_url_mode="signed")).upload_file(
+            path, bucket="private", key="generated/p.mp3"
+        )
+        assert "X-Amz-Signature=" in signed.url
+        for url in (public.url, signed.url):
+            response = httpx.get(url, timeout=10)
+            assert response.status_code == 200 and response.content == path.read_bytes()
+            assert response.headers["content-type"] == "audio/mpeg"
+        # the private bucket has no public URL: the real server's answer
+        refused = httpx.get(public.url.replace("/audio-files/", "/private/"), timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"] == "Bucket not found"
+
+
+def test_check_catches_public_url_mode_on_a_private_bucket() -> None:
+    with FakeSupabaseS3(buckets=("audio-files", "previews"), public_buckets=("audio-files",)) as fake:
+        ready = Storage(settings_for(fake, storage_preview_bucket="audio-files")).check()
+        problems = Storage(settings_for(fake, storage_preview_bucket="previews")).check()
+        signed = Storage(settings_for(fake, storage_preview_bucket="previews", storage_url_mode="signed"))
+        assert ready == [] and signed.check() == []
+    assert len(problems) == 1, problems
+    assert "bucket 'previews' is not public" in problems[0] and "STORAGE_URL_MODE=signed" in problems[0]
+
+
+def test_too_large_messages_fit_the_file() -> None:
+    wav, flac, mp3 = (
+        str(
+            classify(ClientError(TOO_LARGE, "PutObject"), action="upload", bucket="b", size=63_000_000, key=k)
+        )
+        for k in ("generated/j.wav", "generated/j.flac", "generated/j.mp3")
+    )
+    assert "63.0 MB" in wav and "as flac" in wav
+    assert "as flac" not in flac and "16-bit" in flac
+    assert "bitrate" in mp3 and "flac" not in mp3
+
+
+def test_404_from_head_of_a_missing_object_is_not_a_missing_bucket(fake: FakeSupabaseS3) -> None:
+    with pytest.raises(ClientError) as caught:
+        raw_client(fake).head_object(Bucket="audio-files", Key="generated/nothing.wav")
+    error = classify(caught.value, action="read", bucket="audio-files", key="generated/nothing.wav")
+    assert isinstance(error, ObjectNotFound) and "does not exist" not in str(error)
+    assert "no object 'generated/nothing.wav' in bucket 'audio-files'" in str(error)
+
+
+TOO_LARGE = {"Error": {"Code": "EntityTooLarge"}, "ResponseMetadata": {"HTTPStatusCode": 413}}

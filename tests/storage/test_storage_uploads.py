@@ -40,7 +40,9 @@ def test_single_put_stores_bytes_content_type_and_checksum(
     assert "-" not in etag  # one PUT, not multipart
     assert (stored.bucket, stored.key, stored.size) == (s3.bucket, key, 300_000)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
-    assert stored.url == f"https://example-ref.supabase.co/storage/v1/object/public/{s3.bucket}/{key}"
+    assert stored.url == f"{s3.supabase_url}/storage/v1/object/public/{s3.bucket}/{key}"
+    response = httpx.get(stored.url, timeout=10)  # the public URL serves the object
+    assert response.status_code == 200 and response.content == path.read_bytes()
 
 
 def test_multipart_above_threshold(
@@ -155,3 +157,16 @@ def test_multipart_upload_never_holds_a_part_in_memory(
     assert etag.strip('"').endswith("-8") and data == path.read_bytes()
     assert report["sha256"] == hashlib.sha256(data).hexdigest()
     assert report["peak"] < 5 * MiB, f"upload allocated {report['peak'] / MiB:.1f} MiB at its peak"
+
+
+def test_check_catches_public_url_mode_on_a_private_bucket(s3: S3Server) -> None:
+    """STORAGE_URL_MODE=public on a private bucket would complete jobs with URLs that answer
+    "Bucket not found": check says so, and is fine with signed URLs."""
+    assert Storage(s3.settings()).check() == []
+    s3.make_private(s3.preview_bucket)
+    try:
+        problems = Storage(s3.settings()).check()
+        assert Storage(s3.settings(storage_url_mode="signed")).check() == []
+    finally:
+        s3.public_buckets.add(s3.preview_bucket)
+    assert len(problems) == 1 and f"bucket {s3.preview_bucket!r} is not public" in problems[0]

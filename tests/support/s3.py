@@ -8,19 +8,28 @@
 Clients reach moto through a small TCP relay on ``s3.endpoint`` so an outage is real (moto's own
 stop() leaves kept-alive connections served). Moto keeps its state per process, so each server
 gets bucket names with a random suffix (``s3.bucket``, ``s3.preview_bucket``).
+
+``s3.supabase_url`` (SUPABASE_URL in ``settings()``) serves Supabase's public object route,
+``/storage/v1/object/public/<bucket>/<key>``, from moto: the object of a public bucket, else HTTP 400
+with Supabase's JSON error (NoSuchKey for a missing key of a public bucket, NoSuchBucket for a
+private one). Every bucket is public until ``s3.make_private(bucket)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from worker.local.ports import free_port
@@ -87,6 +96,55 @@ class _Relay:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+PUBLIC_ROUTE = "/storage/v1/object/public/"
+
+
+class _PublicRoute:
+    """Supabase's public object route in front of moto (see the module docstring)."""
+
+    def __init__(self, s3: S3Server) -> None:
+        route = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                status, body, content_type = route.answer(urlsplit(self.path).path)
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._s3 = s3
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str) -> tuple[int, bytes, str]:
+        bucket, _, key = unquote(path.removeprefix(PUBLIC_ROUTE)).partition("/")
+        if not path.startswith(PUBLIC_ROUTE) or bucket not in self._s3.public_buckets:
+            return _json_error("NoSuchBucket", "Bucket not found", "Bucket not found")
+        try:
+            obj = self._s3.client().get_object(Bucket=bucket, Key=key)
+        except ClientError:
+            return _json_error("NoSuchKey", "not_found", "Object not found")
+        return 200, obj["Body"].read(), obj["ContentType"]
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _json_error(code: str, error: str, message: str) -> tuple[int, bytes, str]:
+    body = {"statusCode": "404", "code": code, "error": error, "message": message}
+    return 400, json.dumps(body).encode(), "application/json"
+
+
 class S3Server:
     """Start/stop moto on a free 127.0.0.1 port, create buckets, hand out StorageSettings."""
 
@@ -98,6 +156,8 @@ class S3Server:
         self._moto_port = free_port()
         self._relay = _Relay(self.port, self._moto_port)
         self._server: ThreadedMotoServer | None = None
+        self._public: _PublicRoute | None = None
+        self.public_buckets = set(self.buckets)
 
     @property
     def bucket(self) -> str:
@@ -114,9 +174,23 @@ class S3Server:
         self._wait_listening()
         for name in self.buckets:
             self.client().create_bucket(Bucket=name)
+        self._public = _PublicRoute(self)
         return self
 
+    @property
+    def supabase_url(self) -> str:
+        """SUPABASE_URL: serves the public object route (started with the server)."""
+        assert self._public is not None, "start the server first"
+        return self._public.url
+
+    def make_private(self, bucket: str) -> None:
+        """The bucket's public URLs answer "Bucket not found" from now on, like a private bucket's."""
+        self.public_buckets.discard(bucket)
+
     def stop(self) -> None:
+        if self._public is not None:
+            self._public.stop()
+            self._public = None
         self._relay.stop()
         if self._server is not None:
             self._server.stop()
@@ -167,7 +241,7 @@ class S3Server:
     def settings(self, **overrides: Any) -> StorageSettings:
         """StorageSettings pointing at this server; small parts and ms retry delays for tests."""
         values: dict[str, Any] = {
-            "supabase_url": "https://example-ref.supabase.co",
+            "supabase_url": self.supabase_url,
             "storage_s3_endpoint": self.endpoint,
             "storage_s3_region": REGION,
             "storage_s3_access_key_id": ACCESS_KEY_ID,

@@ -187,7 +187,7 @@ async def _upload(
     async def discard() -> None:
         logger.info("discarding uploaded objects: {}", ", ".join(f"{h.bucket}/{h.key}" for h in handles))
         try:
-            await asyncio.to_thread(storage.delete_objects, handles, strict=True)
+            await asyncio.to_thread(storage.purge, handles)
         except JobError as exc:  # still listed in the job's row: swept later
             logger.error("storage: could not delete the discarded objects: {}", exc)
             return
@@ -234,12 +234,14 @@ async def _uninterruptible(
 
 async def sweep(objects: list[dict[str, str]]) -> None:
     """The claim loop's hook: delete objects an attempt noted with ``ctx.record_objects`` and never
-    cleaned up (its process died). Missing objects are fine; raises a JobError if storage kept any."""
+    cleaned up (its process died), and abort the incomplete multipart uploads of their keys (a
+    process killed mid-upload leaves one). Missing objects are fine; raises a JobError if storage
+    kept anything."""
     handles = [
         StoredObject(bucket=o["bucket"], key=o["key"], size=0, sha256="", content_type="", url="")
         for o in objects
     ]
-    await asyncio.to_thread(config().storage.delete_objects, handles, strict=True)
+    await asyncio.to_thread(config().storage.purge, handles)
 
 
 def build_result(r: RenderResult, master: StoredObject, preview: StoredObject) -> dict[str, Any]:

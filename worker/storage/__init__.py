@@ -2,13 +2,11 @@
 
 from worker.storage.client import (
     CONTENT_TYPES,
-    ObjectNotFound,
     Storage,
     StoredObject,
-    UploadBatch,
     content_type_for,
 )
-from worker.storage.quirks import classify
+from worker.storage.quirks import ObjectNotFound, classify
 from worker.storage.settings import StorageSettings, derive_s3_endpoint
 
 __all__ = [
@@ -17,7 +15,6 @@ __all__ = [
     "Storage",
     "StorageSettings",
     "StoredObject",
-    "UploadBatch",
     "classify",
     "content_type_for",
     "derive_s3_endpoint",

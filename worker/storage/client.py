@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mimetypes
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import quote
 
 import boto3
+import httpx
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from loguru import logger
@@ -22,7 +24,13 @@ from pydantic import BaseModel
 
 from worker.errors import JobError, PermanentError
 from worker.observe import metrics
-from worker.storage.quirks import classify, error_code, register_hooks
+from worker.storage.quirks import (
+    ObjectNotFound,
+    classify,
+    error_code,
+    public_error_code,
+    register_hooks,
+)
 from worker.storage.settings import StorageSettings
 
 T = TypeVar("T")
@@ -45,10 +53,6 @@ def content_type_for(path_or_ext: str | Path) -> str:
     """audio/wav, audio/flac, audio/mpeg ... by extension; application/octet-stream if unknown."""
     ext = str(path_or_ext).rsplit(".", 1)[-1].lower()
     return CONTENT_TYPES.get(ext) or mimetypes.guess_type(f"x.{ext}")[0] or "application/octet-stream"
-
-
-class ObjectNotFound(PermanentError):
-    """The object asked for does not exist."""
 
 
 class StoredObject(BaseModel):
@@ -207,6 +211,7 @@ class Storage:
                     action=f"upload {key}",
                     bucket=bucket,
                     size=size,
+                    key=key,
                 )
         except Exception:
             metrics.upload_failed()
@@ -248,6 +253,7 @@ class Storage:
             action=action,
             bucket=bucket,
             size=size,
+            key=key,
         )
         try:
             digest, parts = self._send_parts(path, bucket, key, upload_id, size)
@@ -256,6 +262,7 @@ class Storage:
                 action=action,
                 bucket=bucket,
                 size=size,
+                key=key,
             )
         except BaseException:
             self._best_effort(
@@ -296,7 +303,9 @@ class Storage:
 
             return {
                 "PartNumber": n,
-                "ETag": self._retry(attempt, action=f"upload {key} part {n}", bucket=bucket, size=size),
+                "ETag": self._retry(
+                    attempt, action=f"upload {key} part {n}", bucket=bucket, size=size, key=key
+                ),
             }
 
         limit = self.settings.storage_multipart_concurrency
@@ -382,6 +391,69 @@ class Storage:
         if first_error is not None:
             raise first_error
 
+    def purge(self, objects: Iterable[StoredObject]) -> None:
+        """Leave nothing of ``objects`` behind: abort every incomplete multipart upload of their
+        keys (a process killed mid-upload leaves one, holding its parts' bytes), then delete them.
+
+        For cleanup that must be sure (the orphan sweep, a discarded attempt): tries everything,
+        then raises the first error (a JobError). Upload ids are found by listing, not stored."""
+        objects = list(objects)
+        first_error: JobError | None = None
+        for obj in objects:
+            try:
+                self.abort_incomplete_uploads(obj.bucket, obj.key)
+            except JobError as exc:
+                first_error = first_error or exc
+        try:
+            self.delete_objects(objects, strict=True)
+        except JobError as exc:
+            first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    def abort_incomplete_uploads(self, bucket: str, key: str) -> int:
+        """Abort every incomplete multipart upload of exactly ``key`` (ListMultipartUploads with the
+        key as prefix); returns how many. A missing bucket has none."""
+
+        def listing(marker: tuple[str, str] | None) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+            if marker is not None:
+                kwargs["KeyMarker"], kwargs["UploadIdMarker"] = marker
+            try:
+                return dict(self._s3.list_multipart_uploads(**kwargs))
+            except ClientError as exc:
+                if error_code(exc)[0] == "NoSuchBucket":
+                    return {}
+                raise
+
+        aborted, marker = 0, None
+        while True:
+            page = self._retry(
+                functools.partial(listing, marker), action=f"list uploads of {key}", bucket=bucket
+            )
+            for upload in page.get("Uploads", []):
+                if upload.get("Key") != key:  # the prefix also matches longer keys
+                    continue
+                self._retry(
+                    functools.partial(self._abort, bucket, key, str(upload["UploadId"])),
+                    action=f"abort the upload of {key}",
+                    bucket=bucket,
+                )
+                aborted += 1
+            if not page.get("IsTruncated"):
+                break
+            marker = (str(page.get("NextKeyMarker", "")), str(page.get("NextUploadIdMarker", "")))
+        if aborted:
+            logger.info("storage: aborted {} incomplete upload(s) of {}/{}", aborted, bucket, key)
+        return aborted
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if error_code(exc)[0] != "NoSuchUpload":  # aborted or completed meanwhile
+                raise
+
     def _delete_batch(self, bucket: str, keys: list[str]) -> None:
         def call() -> dict[str, Any]:
             try:
@@ -402,16 +474,6 @@ class Storage:
                 + ", ".join(f"{e.get('Key')} ({e.get('Code')})" for e in failed[:5])
             )
 
-    @contextmanager
-    def cleanup_on_failure(self) -> Iterator[UploadBatch]:
-        """Track a job's uploads; if the block raises, delete them and re-raise."""
-        batch = UploadBatch(self)
-        try:
-            yield batch
-        except BaseException:
-            batch.discard()
-            raise
-
     # -- readiness -----------------------------------------------------------------------------
 
     def check(self) -> list[str]:
@@ -431,18 +493,55 @@ class Storage:
                 self._s3.head_bucket(Bucket=bucket)
             except Exception as exc:
                 problems.append(str(classify(exc, action="reach the bucket", bucket=bucket)))
+                continue
+            if settings.storage_url_mode == "public":
+                problems += self._public_problems(bucket)
         return problems
+
+    def _public_problems(self, bucket: str) -> list[str]:
+        """STORAGE_URL_MODE=public hands out URLs that only work on a public bucket. Supabase's public
+        route tells them apart for a key that does not exist: NoSuchKey on a public bucket,
+        NoSuchBucket ("Bucket not found") on a private one."""
+        probe = self.object_key("readiness-check", "wav", variant=uuid.uuid4().hex[:12])
+        url = self.url_for(bucket, probe)
+        try:
+            response = httpx.get(url, timeout=self.settings.storage_connect_timeout_s)
+        except httpx.HTTPError as exc:
+            return [
+                f"cannot reach the public URL of bucket {bucket!r} ({type(exc).__name__}): check SUPABASE_URL"
+            ]
+        code = public_error_code(response)
+        if response.status_code == 200 or code == "NoSuchKey":
+            return []
+        if code == "NoSuchBucket":
+            return [
+                f"bucket {bucket!r} is not public, but STORAGE_URL_MODE=public hands out public URLs "
+                "that would answer 'Bucket not found': make the bucket public (Supabase Dashboard -> "
+                "Storage -> bucket -> Edit bucket -> Public bucket) or set STORAGE_URL_MODE=signed"
+            ]
+        return [
+            f"the public URL of bucket {bucket!r} answers HTTP {response.status_code} "
+            f"({code or 'no error code'}): check SUPABASE_URL, or set STORAGE_URL_MODE=signed"
+        ]
 
     # -- retries -------------------------------------------------------------------------------
 
-    def _retry(self, fn: Callable[[], T], *, action: str, bucket: str, size: int | None = None) -> T:
+    def _retry(
+        self,
+        fn: Callable[[], T],
+        *,
+        action: str,
+        bucket: str,
+        size: int | None = None,
+        key: str | None = None,
+    ) -> T:
         attempts = self.settings.storage_upload_attempts
         base = self.settings.storage_retry_delay_ms / 1000
         for attempt in range(1, attempts + 1):
             try:
                 return fn()
             except Exception as exc:
-                error = classify(exc, action=action, bucket=bucket, size=size)
+                error = classify(exc, action=action, bucket=bucket, size=size, key=key)
                 if not error.retryable or attempt == attempts:
                     if error is exc:
                         raise
@@ -462,23 +561,3 @@ class Storage:
             logger.error("storage: could not {}: {}", what, exc)
         except Exception as exc:
             logger.error("storage: could not {}: {}", what, type(exc).__name__)
-
-
-class UploadBatch:
-    """The objects one job uploaded; ``discard()`` deletes them (lease lost, job failed)."""
-
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-        self.objects: list[StoredObject] = []
-
-    def upload_file(
-        self, path: Path, *, bucket: str, key: str, content_type: str | None = None
-    ) -> StoredObject:
-        obj = self._storage.upload_file(path, bucket=bucket, key=key, content_type=content_type)
-        self.objects.append(obj)
-        return obj
-
-    def discard(self) -> None:
-        """Delete every object uploaded so far (best effort; never raises)."""
-        objects, self.objects = self.objects, []
-        self._storage.delete_objects(objects)

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.storage.quirks import SINGLE_UPLOAD_LIMIT_MB
+
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9._/-]*$")
 _HOSTED_RE = re.compile(r"^(?P<ref>[a-z0-9]+)\.supabase\.(?P<tld>co|in|red)$")
@@ -74,8 +76,8 @@ class StorageSettings(BaseSettings):
     storage_multipart_threshold_mb: int = Field(
         25,
         ge=5,
-        le=5120,
-        description="Files above this many MiB go multipart; keep below the plan's upload limit.",
+        le=SINGLE_UPLOAD_LIMIT_MB,
+        description="Files above this many MiB go multipart (Supabase takes at most 50 MiB in one request).",
     )
     storage_multipart_part_mb: int = Field(16, ge=5, le=512, description="Multipart part size in MiB.")
     storage_multipart_concurrency: int = Field(4, ge=1, le=16, description="Parts uploaded at once.")
