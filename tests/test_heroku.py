@@ -76,10 +76,19 @@ def test_manifest_uses_only_fields_of_herokus_schema_with_their_types():
     assert "addons" not in MANIFEST, "the product's database is Supabase: no Heroku Postgres add-on"
 
 
+FFMPEG_BUILDPACK = "https://github.com/heroku/heroku-buildpack-activestorage-preview"
+
+
 def test_buildpacks_ffmpeg_first_then_apt_for_espeak_then_python():
     urls = [bp["url"] for bp in MANIFEST["buildpacks"]]
     assert all(set(bp) == {"url"} for bp in MANIFEST["buildpacks"])
-    assert "ffmpeg" in urls[0]
+    # Heroku's own FFmpeg build (libmp3lame, pinned per stack), not a download of a third-party
+    # static build at every deploy: README "Which ffmpeg, and why".
+    assert urls[0] == FFMPEG_BUILDPACK
+    assert not any("ffmpeg-latest" in u for u in urls)
+    readme = (REPO / "README.md").read_text()
+    assert f"heroku buildpacks:add --index 1 {FFMPEG_BUILDPACK}" in readme
+    assert "Which ffmpeg, and why" in readme
     assert urls[-1] == "heroku/python"
     assert "heroku-community/apt" in urls
     assert "espeak-ng" in (REPO / "Aptfile").read_text().split()
