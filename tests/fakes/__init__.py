@@ -11,4 +11,11 @@ from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import FakeServer, RecordedRequest, Reply
 from tests.fakes.stability import FakeStability
 
-__all__ = ["FakeElevenLabs", "FakeOpenAI", "FakeServer", "FakeStability", "RecordedRequest", "Reply"]
+__all__ = ["FAKES", "FakeElevenLabs", "FakeOpenAI", "FakeServer", "FakeStability", "RecordedRequest", "Reply"]
+
+FAKES: dict[str, type[FakeServer]] = {
+    "openai": FakeOpenAI,
+    "elevenlabs": FakeElevenLabs,
+    "stability": FakeStability,
+}
+"""The fake of every provider that needs a key, by registry name (tests walk the registry through it)."""

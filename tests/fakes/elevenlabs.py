@@ -21,6 +21,11 @@ class FakeElevenLabs(FakeServer):
         super().__init__()
         self.api_key = api_key
 
+    @staticmethod
+    def error_body(message: str, code: str) -> dict[str, Any]:
+        """An error body of this API carrying ``message`` and ``code`` (the key-leak test's shape)."""
+        return error(code, message)
+
     def env(self) -> dict[str, str]:
         return {"ELEVENLABS_BASE_URL": self.url, "ELEVENLABS_API_KEY": self.api_key}
 

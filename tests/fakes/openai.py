@@ -22,6 +22,11 @@ class FakeOpenAI(FakeServer):
         super().__init__()
         self.api_key = api_key
 
+    @staticmethod
+    def error_body(message: str, code: str) -> dict[str, Any]:
+        """An error body of this API carrying ``message`` and ``code`` (the key-leak test's shape)."""
+        return error(message, code, code)
+
     def env(self) -> dict[str, str]:
         return {"OPENAI_BASE_URL": f"{self.url}/v1", "OPENAI_API_KEY": self.api_key}
 

@@ -164,9 +164,16 @@ class FakeServer:
             self._script.clear()
             self._always = None
 
+    api_key = ""  # the key a provider fake accepts (placeholder)
+
     def env(self) -> dict[str, str]:
         """Environment variables that point the worker at this fake."""
         return {}
+
+    @staticmethod
+    def error_body(message: str, code: str) -> dict[str, Any]:
+        """An error body of the faked API carrying ``message`` and ``code``; overridden by subclasses."""
+        return {"error": message, "code": code}
 
     def respond(self, req: RecordedRequest) -> Reply:
         """Normal behaviour of the API; overridden by subclasses."""

@@ -26,6 +26,11 @@ class FakeStability(FakeServer):
         super().__init__()
         self.api_key = api_key
 
+    @staticmethod
+    def error_body(message: str, code: str) -> dict[str, Any]:
+        """An error body of this API carrying ``message`` and ``code`` (the key-leak test's shape)."""
+        return error(code, message)
+
     def env(self) -> dict[str, str]:
         return {"STABLE_AUDIO_API_URL": self.url, "STABLE_AUDIO_API_KEY": self.api_key}
 

@@ -10,17 +10,12 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.fakes import FakeElevenLabs, FakeOpenAI, FakeStability
-from worker.providers import ProviderSettings
+from worker.providers import ProviderSettings, registry
 
 T = TypeVar("T")
 
 PROVIDER_ENV = [
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ELEVENLABS_API_KEY",
-    "ELEVENLABS_BASE_URL",
-    "STABLE_AUDIO_API_KEY",
-    "STABLE_AUDIO_API_URL",
+    *(s.upper() for s in registry.key_settings() + registry.url_settings()),
     "SPEECH_PROVIDER",
     "MUSIC_PROVIDER",
     "MAX_RETRIES",
@@ -74,14 +69,11 @@ def make_settings(tmp_path: Path) -> Callable[..., ProviderSettings]:
             "provider_read_timeout_s": 3,
             "provider_connect_timeout_s": 2,
             "provider_cache_dir": tmp_path / "cache",
-            # the limiters are process-wide: keep them out of the way of unrelated tests
-            "openai_rate_limit": 10_000,
-            "openai_rate_window_s": 1,
-            "elevenlabs_rate_limit": 10_000,
-            "elevenlabs_rate_window_s": 1,
-            "stable_audio_rate_limit": 10_000,
-            "stable_audio_rate_window_s": 1,
         }
+        for provider in registry.PROVIDERS:  # the limiters are process-wide: keep them out of the way
+            if provider.rate_settings:
+                limit, window = provider.rate_settings
+                values |= {limit: 10_000, window: 1}
         for fake in fakes:
             values.update({k.lower(): v for k, v in fake.env().items()})
         values.update(overrides)

@@ -1,22 +1,29 @@
-"""API keys never appear in exceptions, logs or the settings' repr -- even when a provider echoes them."""
+"""API keys never appear in exceptions, logs or the settings' repr -- even when a provider echoes them.
+
+Walks the provider registry: every provider that takes a key is covered, through its fake in
+``tests.fakes.FAKES`` (a provider registered without a fake fails here).
+"""
 
 from __future__ import annotations
 
 import socket
 import traceback
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 import pytest
 from loguru import logger
 
-from tests.fakes import Reply
-from tests.fakes.elevenlabs import error as eleven_error
-from tests.fakes.openai import error as openai_error
-from tests.fakes.stability import error as stability_error
+from tests.fakes import FAKES, Reply
 from tests.providers.conftest import run
 from worker.errors import JobError
-from worker.providers import ProviderSettings, fetch_music, fetch_speech
+from worker.providers import ProviderSettings, fetch_music, fetch_speech, registry
+from worker.providers.provider import Provider
 
 pytestmark = pytest.mark.timeout(60)
+
+PAID = {p.name: p for p in registry.PROVIDERS if p.key_setting}
 
 
 def _closed_port_url() -> str:
@@ -25,7 +32,7 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def _error_paths(key: str, error_body):  # type: ignore[no-untyped-def]
+def _error_paths(key: str, error_body: Callable[[str, str], Any]) -> dict[str, list[Reply]]:
     """Scripted replies covering each error path; every body echoes the key."""
     return {
         "rejected-401": [Reply(401, error_body(f"bad key {key}", "invalid_api_key"))],
@@ -40,61 +47,54 @@ def _error_paths(key: str, error_body):  # type: ignore[no-untyped-def]
     }
 
 
-PROVIDERS = {
-    "openai": lambda msg, code: openai_error(msg, code, code),
-    "elevenlabs": lambda msg, code: eleven_error(code, msg),
-    "stability": lambda msg, code: stability_error(code, msg),
-}
-CASES = [(p, path) for p in PROVIDERS for path in _error_paths("k", PROVIDERS[p])] + [
-    (p, "connection-refused") for p in PROVIDERS
-]
+PATHS = [*_error_paths("k", lambda m, c: {}), "connection-refused"]
+CASES = [(name, path) for name in PAID for path in PATHS]
 
 
-def _call(provider: str, settings: ProviderSettings, out_dir):  # type: ignore[no-untyped-def]
-    if provider == "stability":
+def _call(provider: Provider, settings: ProviderSettings, out_dir: Path) -> Coroutine[Any, Any, Path]:
+    if provider.kind == "music":
         return fetch_music(
-            provider=provider, prompt="pad", seconds=3, seed=1, out_dir=out_dir, settings=settings
+            provider=provider.name, prompt="pad", seconds=3, seed=1, out_dir=out_dir, settings=settings
         )
     return fetch_speech(
-        text="Say it.", provider=provider, voice=None, model=None, out_dir=out_dir, settings=settings
+        text="Say it.", provider=provider.name, voice=None, model=None, out_dir=out_dir, settings=settings
     )
 
 
-@pytest.mark.parametrize(("provider", "path"), CASES, ids=[f"{p}-{c}" for p, c in CASES])
+def test_every_provider_with_a_key_has_a_fake() -> None:
+    assert sorted(PAID) == sorted(FAKES), "register the new provider's fake in tests/fakes/__init__.py FAKES"
+
+
+@pytest.mark.parametrize(("name", "path"), CASES, ids=[f"{p}-{c}" for p, c in CASES])
 def test_key_never_leaks(
-    provider, path, fake_openai, fake_elevenlabs, fake_stability, make_settings, out_dir
-):
-    fake = {"openai": fake_openai, "elevenlabs": fake_elevenlabs, "stability": fake_stability}[provider]
-    key = fake.api_key
-    settings = make_settings(fake, max_retries=1, provider_read_timeout_s=0.2)
-    if path == "connection-refused":
-        url_var = {
-            "openai": "openai_base_url",
-            "elevenlabs": "elevenlabs_base_url",
-            "stability": "stable_audio_api_url",
-        }[provider]
-        settings = settings.model_copy(update={url_var: _closed_port_url()})
-    else:
-        fake.script(*_error_paths(key, PROVIDERS[provider])[path])
-    logs: list[str] = []
-    sink = logger.add(lambda m: logs.append(str(m)), level="DEBUG")
-    try:
-        with pytest.raises(JobError) as caught:
-            run(_call(provider, settings, out_dir))
-    finally:
-        logger.remove(sink)
+    name: str, path: str, make_settings: Callable[..., ProviderSettings], out_dir: Path
+) -> None:
+    provider = PAID[name]
+    with FAKES[name]() as fake:
+        key = fake.api_key
+        settings = make_settings(fake, max_retries=1, provider_read_timeout_s=0.2)
+        if path == "connection-refused":
+            assert provider.url_setting is not None
+            settings = settings.model_copy(update={provider.url_setting: _closed_port_url()})
+        else:
+            fake.script(*_error_paths(key, fake.error_body)[path])
+        logs: list[str] = []
+        sink = logger.add(lambda m: logs.append(str(m)), level="DEBUG")
+        try:
+            with pytest.raises(JobError) as caught:
+                run(_call(provider, settings, out_dir))
+        finally:
+            logger.remove(sink)
     exc = caught.value
     texts = [str(exc), repr(exc), "".join(traceback.format_exception(exc)), *logs]
-    assert provider in str(exc)
+    assert name in str(exc)
     assert not [t for t in texts if key in t]
 
 
-def test_settings_repr_and_dump_hide_keys():
-    settings = ProviderSettings(
-        openai_api_key="sk-secret-aaaaaaaa",
-        elevenlabs_api_key="xi-secret-bbbbbbbb",
-        stable_audio_api_key="sk-secret-cccccccc",
-    )
+def test_settings_repr_and_dump_hide_keys() -> None:
+    keys = {setting: f"placeholder-secret-{i:08d}" for i, setting in enumerate(registry.key_settings())}
+    settings = ProviderSettings(**keys)  # type: ignore[arg-type]
     shown = repr(settings) + str(settings) + str(settings.model_dump()) + settings.model_dump_json()
-    for secret in ("sk-secret-aaaaaaaa", "xi-secret-bbbbbbbb", "sk-secret-cccccccc"):
+    assert sorted(settings.secrets()) == sorted(keys.values())
+    for secret in keys.values():
         assert secret not in shown

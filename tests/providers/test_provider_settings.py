@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from worker.providers import ProviderSettings
-from worker.providers.__init__ import resolve_speech_provider
+from worker.providers import ProviderSettings, registry
+
+
+def resolve_speech_provider(name: str | None, settings: ProviderSettings) -> str:
+    return registry.resolve("speech", name, settings).name
 
 
 def test_defaults():

@@ -1,8 +1,10 @@
 """The README's configuration tables, generated from the settings classes themselves.
 
 ``python -m worker settings`` prints them; ``--update-readme`` rewrites the block between the
-``<!-- settings:start -->`` and ``<!-- settings:end -->`` markers. A test fails when the README
-and the code disagree, so every variable, default and range in the README is the one enforced.
+``<!-- settings:start -->`` and ``<!-- settings:end -->`` markers, and the providers table between
+``<!-- providers:start -->`` and ``<!-- providers:end -->`` (from the provider registry). A test
+fails when the README and the code disagree, so every variable, default and range in the README is
+the one enforced.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
+from worker.providers import registry
+
 README = Path(__file__).resolve().parents[2] / "README.md"
-START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 # (section title, "module:Class"), in README order.
 SECTIONS: list[tuple[str, str]] = [
@@ -82,8 +85,12 @@ def _range(field: FieldInfo) -> str:
         if typing.get_origin(field.annotation) is typing.Literal
         else next((a for a in args if typing.get_origin(a) is typing.Literal), None)
     )
-    if literal is not None:
-        parts.append(" \\| ".join(str(v) for v in typing.get_args(literal)))
+    choices: tuple[object, ...] = typing.get_args(literal) if literal is not None else ()
+    if not choices and isinstance(field.json_schema_extra, dict):
+        enum = field.json_schema_extra.get("enum")
+        choices = tuple(enum) if isinstance(enum, list) else ()
+    if choices:
+        parts.append(" \\| ".join(str(v) for v in choices))
     return ", ".join(parts)
 
 
@@ -98,14 +105,22 @@ def markdown() -> str:
     return "\n\n".join(blocks)
 
 
-def readme_block(text: str) -> str:
-    start, end = text.index(START) + len(START), text.index(END)
+def generated_blocks() -> dict[str, str]:
+    """Each generated README block by marker name."""
+    return {"settings": markdown(), "providers": registry.docs_table()}
+
+
+def readme_block(text: str, name: str = "settings") -> str:
+    start_mark, end_mark = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    start, end = text.index(start_mark) + len(start_mark), text.index(end_mark)
     return text[start:end].strip()
 
 
 def update_readme(path: Path = README) -> bool:
-    text = path.read_text()
-    new = text[: text.index(START) + len(START)] + "\n" + markdown() + "\n" + text[text.index(END) :]
+    text = new = path.read_text()
+    for name, block in generated_blocks().items():
+        head, tail = new.split(f"<!-- {name}:start -->", 1)
+        new = f"{head}<!-- {name}:start -->\n{block}\n<!-- {name}:end -->{tail.split(f'<!-- {name}:end -->', 1)[1]}"
     path.write_text(new)
     return new != text
 

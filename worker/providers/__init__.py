@@ -1,7 +1,9 @@
 """Speech and music providers: the only place that talks to paid audio APIs.
 
 ``fetch_speech`` and ``fetch_music`` return an audio file inside ``out_dir`` that ffmpeg can read.
-Failures raise the worker's taxonomy (``worker.errors``):
+Which providers exist, their keys, limits and the default choice are declared once per provider
+and collected in ``worker.providers.registry``. Failures raise the worker's taxonomy
+(``worker.errors``):
 
 - ``PayloadError``: bad input (empty text, speed out of the provider's range, unknown provider
   or espeak voice, music longer than the provider allows).
@@ -11,10 +13,8 @@ Failures raise the worker's taxonomy (``worker.errors``):
   ``MAX_RETRIES`` in-call retries, or a 2xx body that is not valid audio (HTML, JSON, garbage,
   truncated), which is treated as transient.
 
-Provider defaults: speech ``SPEECH_PROVIDER`` if set, else ``openai`` when ``OPENAI_API_KEY`` is
-set, else ``elevenlabs`` when ``ELEVENLABS_API_KEY`` is set, else ``espeak``. Music
-``MUSIC_PROVIDER`` if set, else ``stability`` when ``STABLE_AUDIO_API_KEY`` is set, else ``local``
-(an ffmpeg-generated placeholder pad, not generative AI).
+Provider defaults: ``SPEECH_PROVIDER``/``MUSIC_PROVIDER`` if set, else the first provider by
+registry rank whose key is set, else the keyless local one (``registry.default_rule``).
 """
 
 from __future__ import annotations
@@ -23,54 +23,21 @@ import shutil
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 from loguru import logger
 
 from worker.errors import PayloadError
-from worker.providers import elevenlabs, espeak, localmusic, openai, stability
+from worker.providers import registry
 from worker.providers.cache import AudioCache, cache_key, copy_atomic
 from worker.providers.join import join_parts, join_with_pauses
 from worker.providers.pauses import PauseMarkerError, split_pauses
+from worker.providers.provider import Call, Fields, SpeechCall, SpeechProvider
 from worker.providers.retry import RetryPolicy
 from worker.providers.settings import ProviderSettings
 from worker.providers.textsplit import split_text
 
-__all__ = ["MUSIC_PROVIDERS", "SPEECH_PROVIDERS", "ProviderSettings", "fetch_music", "fetch_speech"]
-
-SPEECH_PROVIDERS = ("espeak", "openai", "elevenlabs")
-MUSIC_PROVIDERS = ("stability", "local")
-
-
-def resolve_speech_provider(provider: str | None, settings: ProviderSettings) -> str:
-    """The speech provider to use for ``provider`` (None: the documented default rule)."""
-    if provider is None:
-        if settings.speech_provider:
-            return settings.speech_provider
-        if settings.openai_api_key is not None:
-            return "openai"
-        if settings.elevenlabs_api_key is not None:
-            return "elevenlabs"
-        return "espeak"
-    if provider not in SPEECH_PROVIDERS:
-        raise PayloadError(
-            "provider", f"unknown speech provider {provider!r}; one of {', '.join(SPEECH_PROVIDERS)}"
-        )
-    return provider
-
-
-def resolve_music_provider(provider: str | None, settings: ProviderSettings) -> str:
-    """The music provider to use for ``provider`` (None: the documented default rule)."""
-    if provider is None:
-        if settings.music_provider:
-            return settings.music_provider
-        return "stability" if settings.stable_audio_api_key is not None else "local"
-    if provider not in MUSIC_PROVIDERS:
-        raise PayloadError(
-            "provider", f"unknown music provider {provider!r}; one of {', '.join(MUSIC_PROVIDERS)}"
-        )
-    return provider
+__all__ = ["ProviderSettings", "fetch_music", "fetch_speech"]
 
 
 def _policy(settings: ProviderSettings) -> RetryPolicy:
@@ -132,9 +99,9 @@ async def fetch_speech(
     """Speak ``text``; return the audio file written inside ``out_dir``.
 
     Long text is split at sentence boundaries under the provider's limit; the parts are
-    synthesized in order (each cached) and joined with a short crossfade. Pause markers
-    (``[pause 10s]``, ``<break time="500ms"/>``; ``worker.providers.pauses``) cut the text: each
-    piece is spoken on its own and exact silence is put between them.
+    synthesized in order (each cached when the provider is paid) and joined with a short crossfade.
+    Pause markers (``[pause 10s]``, ``<break time="500ms"/>``; ``worker.providers.pauses``) cut the
+    text: each piece is spoken on its own and exact silence is put between them.
     """
     settings = settings or ProviderSettings()
     if not text or not text.strip():
@@ -147,90 +114,62 @@ async def fetch_speech(
         segments = split_pauses(text)
     except PauseMarkerError as exc:
         raise PayloadError("text", str(exc)) from None
-    name = resolve_speech_provider(provider, settings)
+    speaker = registry.resolve("speech", provider, settings)
+    fields = speaker.request_fields(settings, voice=voice, model=model, speed=speed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / f".speech-{uuid.uuid4().hex[:12]}"
     work.mkdir()
     try:
         if len(segments) == 1:
-            return await _speak(str(segments[0]), name, voice, model, speed, out_dir, work, settings)
+            return await _speak(str(segments[0]), speaker, fields, out_dir, work, settings)
         items: list[Path | float] = []
         for n, seg in enumerate(segments):
             if isinstance(seg, str):
-                items.append(
-                    await _speak(seg, name, voice, model, speed, work / f"seg{n:04d}", work, settings)
-                )
+                items.append(await _speak(seg, speaker, fields, work / f"seg{n:04d}", work, settings))
             else:
                 items.append(seg)
         logger.info("speech with {} pause(s) of {:.1f} s in all", sum(isinstance(x, float) for x in items),
                     sum(x for x in items if isinstance(x, float)))  # fmt: skip
-        ident = cache_key(provider=name, voice=voice, model=model, speed=speed, text=text)
-        return await join_with_pauses(items, out_dir / f"speech-{name}-{ident[:16]}.flac")
+        ident = cache_key(provider=speaker.name, voice=voice, model=model, speed=speed, text=text)
+        return await join_with_pauses(items, out_dir / f"speech-{speaker.name}-{ident[:16]}.flac")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 async def _speak(
-    text: str,
-    name: str,
-    voice: str | None,
-    model: str | None,
-    speed: float,
-    out_dir: Path,
-    work: Path,
-    settings: ProviderSettings,
+    text: str, speaker: SpeechProvider, fields: Fields, out_dir: Path, work: Path, settings: ProviderSettings
 ) -> Path:
-    """One piece of text (no pause markers) spoken by provider ``name`` into ``out_dir``."""
+    """One piece of text (no pause markers) spoken by ``speaker`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    if name == "espeak":
-        voice = voice or settings.espeak_voice
-        chunks = split_text(text, espeak.MAX_CHARS)
-        logger.info("speech via espeak ({}): {} chars in {} part(s)", voice, len(text), len(chunks))
-        parts = []
-        for chunk in chunks:
-            dest = work / f"part-{uuid.uuid4().hex[:12]}.wav"
-            await espeak.synthesize(chunk, voice=voice, speed=speed, dest=dest, binary=settings.espeak_binary)
-            parts.append(dest)
-        ident = cache_key(provider=name, voice=voice, speed=speed, text=text)
-        final = out_dir / f"speech-espeak-{ident[:16]}{'.wav' if len(parts) == 1 else '.flac'}"
-        return await _finish(parts, final, settings)
-
-    module: Any = openai if name == "openai" else elevenlabs
-    fields = module.request_fields(settings, voice=voice, model=model, speed=speed)
-    if name == "openai":
-        limit, ext = openai.MAX_CHARS, fields["response_format"]
-    else:
-        limit, ext = elevenlabs.max_chars(fields["model"]), elevenlabs.extension(fields["output_format"])
-    chunks = split_text(text, limit)
-    logger.info(
-        "speech via {} (model {}, voice {}): {} chars in {} part(s)",
-        name,
-        fields["model"],
-        fields["voice"],
-        len(text),
-        len(chunks),
-    )
+    chunks = split_text(text, speaker.max_chars(fields))
+    ext = speaker.extension(fields)
+    shown = {k: fields[k] for k in ("model", "voice") if k in fields}
+    logger.info("speech via {} {}: {} chars in {} part(s)", speaker.name, shown, len(text), len(chunks))
     cache, policy = _cache(settings), _policy(settings)
     parts, keys = [], []
     async with _client(settings) as client:
         for i, chunk in enumerate(chunks):
             dest = work / f"part-{uuid.uuid4().hex[:12]}.{ext}"
             context: dict[str, str | None] = {}
-            if name == "elevenlabs":
+            if speaker.neighbours:
                 context = {
                     "previous_text": chunks[i - 1] if i else None,
                     "next_text": chunks[i + 1] if i + 1 < len(chunks) else None,
                 }
-            key = cache_key(provider=name, fields=fields, text=chunk, **context)
+            key = cache_key(provider=speaker.name, fields=fields, text=chunk, **context)
 
             async def produce(d: Path, chunk: str = chunk, context: dict[str, str | None] = context) -> None:
-                await module.synthesize(client, settings, fields, chunk, d, policy, **context)
+                await speaker.synthesize(SpeechCall(client, settings, policy, fields, d, chunk, **context))
 
-            parts.append(await _cached(cache, key, ext, dest, produce))
+            if speaker.cached:
+                parts.append(await _cached(cache, key, ext, dest, produce))
+            else:
+                await produce(dest)
+                parts.append(dest)
             keys.append(key)
     final_ext = ext if len(parts) == 1 else "flac"
-    final = out_dir / f"speech-{name}-{cache_key(parts=keys)[:16]}.{final_ext}"
+    final = out_dir / f"speech-{speaker.name}-{cache_key(parts=keys)[:16]}.{final_ext}"
     return await _finish(parts, final, settings)
 
 
@@ -250,29 +189,26 @@ async def fetch_music(
     ``seconds``. ``local`` renders exactly ``seconds`` (up to 3600).
     """
     settings = settings or ProviderSettings()
-    name = resolve_music_provider(provider, settings)
+    composer = registry.resolve("music", provider, settings)
+    fields = composer.request_fields(settings, prompt=prompt, seconds=seconds, seed=seed)
+    ext = composer.extension(fields)
+    key = cache_key(provider=composer.name, fields=fields)
+    logger.info("music via {}: {}s, seed {}", composer.name, seconds, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if name == "local":
-        logger.info("music via local placeholder pad (not generative AI): {:.1f}s", seconds)
-        ident = cache_key(provider=name, prompt=prompt, seconds=seconds, seed=seed)
-        final = out_dir / f"music-local-{ident[:16]}.flac"
-        tmp = out_dir / f".{final.stem}.{uuid.uuid4().hex[:8]}.flac"
-        try:
-            await localmusic.generate(prompt, seconds, seed, tmp)
-            return tmp.replace(final)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    fields = stability.request_fields(settings, prompt=prompt, seconds=seconds, seed=seed)
-    ext = fields["output_format"]
-    key = cache_key(provider=name, model="stable-audio-2", fields=fields)
-    logger.info("music via stability: {}s, seed {}", fields["duration"], fields["seed"])
-    final = out_dir / f"music-stability-{key[:16]}.{ext}"
+    final = out_dir / f"music-{composer.name}-{key[:16]}.{ext}"
     cache, policy = _cache(settings), _policy(settings)
     async with _client(settings) as client:
 
         async def produce(d: Path) -> None:
-            await stability.generate(client, settings, fields, d, policy)
+            tmp = d.with_name(f".{d.stem}.{uuid.uuid4().hex[:8]}{d.suffix}")
+            try:
+                await composer.generate(Call(client, settings, policy, fields, tmp))
+                tmp.replace(d)
+            finally:
+                tmp.unlink(missing_ok=True)
 
-        return await _cached(cache, key, ext, final, produce)
+        if composer.cached:
+            return await _cached(cache, key, ext, final, produce)
+        await produce(final)
+        return final

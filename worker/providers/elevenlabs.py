@@ -11,17 +11,16 @@ Per-request character limits depend on the model (ElevenLabs help centre): Flash
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
-from worker.errors import PayloadError, PermanentError
+from worker.errors import PayloadError
 from worker.providers.base import ProviderFault, stream_audio
-from worker.providers.ratelimit import limiter_for
-from worker.providers.retry import RetryPolicy, with_retries
-from worker.providers.settings import ProviderSettings
+from worker.providers.provider import Fields, SpeechCall, SpeechProvider
+from worker.providers.retry import with_retries
+
+if TYPE_CHECKING:
+    from worker.providers.settings import ProviderSettings
 
 NAME = "elevenlabs"
 SPEED_RANGE = (0.7, 1.2)
@@ -39,8 +38,8 @@ MODEL_LIMITS = {
 DEFAULT_LIMIT = 5_000  # unknown model: stay well under every documented limit
 
 
-def max_chars(model: str) -> int:
-    return MODEL_LIMITS.get(model, DEFAULT_LIMIT)
+def max_chars(fields: Fields) -> int:
+    return MODEL_LIMITS.get(fields["model"], DEFAULT_LIMIT)
 
 
 def parse_error(body: Any) -> ProviderFault | None:
@@ -64,7 +63,7 @@ def parse_error(body: Any) -> ProviderFault | None:
 
 def request_fields(
     settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float
-) -> dict[str, Any]:
+) -> Fields:
     if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
         raise PayloadError("speed", f"must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]} for elevenlabs")
     return {
@@ -79,33 +78,24 @@ def request_fields(
     }
 
 
-async def synthesize(
-    client: httpx.AsyncClient,
-    settings: ProviderSettings,
-    fields: dict[str, Any],
-    text: str,
-    dest: Path,
-    policy: RetryPolicy,
-    previous_text: str | None = None,
-    next_text: str | None = None,
-) -> None:
-    """Synthesize ``text`` (under the model's limit) into ``dest``."""
-    if settings.elevenlabs_api_key is None:
-        raise PermanentError("elevenlabs: ELEVENLABS_API_KEY is not set")
-    key = settings.elevenlabs_api_key.get_secret_value()
-    limiter = limiter_for(NAME, settings.elevenlabs_rate_limit, settings.elevenlabs_rate_window_s)
+async def synthesize(call: SpeechCall) -> None:
+    """Synthesize ``call.text`` (under the model's limit) into ``call.dest``."""
+    client, settings, fields = call.client, call.settings, call.fields
+    key = PROVIDER.key(settings)
+    limiter = PROVIDER.limiter(settings)
     body: dict[str, Any] = {
-        "text": text,
+        "text": call.text,
         "model_id": fields["model"],
         "voice_settings": fields["voice_settings"],
     }
-    if previous_text:
-        body["previous_text"] = previous_text
-    if next_text:
-        body["next_text"] = next_text
+    if call.previous_text:
+        body["previous_text"] = call.previous_text
+    if call.next_text:
+        body["next_text"] = call.next_text
 
     async def attempt() -> None:
-        await limiter.acquire(NAME)
+        if limiter is not None:
+            await limiter.acquire(NAME)
         request = client.build_request(
             "POST",
             f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
@@ -117,16 +107,31 @@ async def synthesize(
             client,
             request,
             provider=NAME,
-            dest=dest,
+            dest=call.dest,
             parse_error=parse_error,
             secrets=settings.secrets(),
             total_timeout=settings.provider_total_timeout_s,
         )
 
-    await with_retries(attempt, policy=policy, what=NAME)
+    await with_retries(attempt, policy=call.policy, what=NAME)
 
 
-def extension(output_format: str) -> str:
+def extension(fields: Fields) -> str:
     """File extension for an ElevenLabs ``output_format`` such as ``mp3_44100_128``."""
-    kind = output_format.split("_", 1)[0]
+    kind = str(fields["output_format"]).split("_", 1)[0]
     return {"opus": "opus", "wav": "wav"}.get(kind, "mp3")
+
+
+PROVIDER = SpeechProvider(
+    name=NAME,
+    docs="`POST {ELEVENLABS_BASE_URL}/v1/text-to-speech/{voice_id}`",
+    default_rank=20,
+    key_setting="elevenlabs_api_key",
+    url_setting="elevenlabs_base_url",
+    rate_settings=("elevenlabs_rate_limit", "elevenlabs_rate_window_s"),
+    request_fields=request_fields,
+    max_chars=max_chars,
+    extension=extension,
+    synthesize=synthesize,
+    neighbours=True,
+)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.errors import PayloadError, PermanentError
 from worker.providers.audio import run
+from worker.providers.provider import Fields, SpeechCall, SpeechProvider
+
+if TYPE_CHECKING:
+    from worker.providers.settings import ProviderSettings
 
 NAME = "espeak"
 MAX_CHARS = 20_000  # espeak has no limit; smaller parts keep each subprocess short
@@ -47,7 +52,29 @@ def words_per_minute(speed: float) -> int:
     return max(80, min(450, round(BASE_WPM * speed)))
 
 
-async def synthesize(text: str, *, voice: str, speed: float, dest: Path, binary: str = "espeak-ng") -> None:
+def request_fields(
+    settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float
+) -> Fields:
+    """espeak-ng has voices but no models; ``model`` is ignored."""
+    words_per_minute(speed)
+    return {"voice": voice or settings.espeak_voice, "speed": speed}
+
+
+def max_chars(fields: Fields) -> int:
+    return MAX_CHARS
+
+
+def extension(fields: Fields) -> str:
+    return "wav"
+
+
+async def synthesize(call: SpeechCall) -> None:
+    """Write a WAV of ``call.text`` spoken by espeak-ng (local: no client, no retries)."""
+    voice, speed = call.fields["voice"], call.fields["speed"]
+    await speak(call.text, voice=voice, speed=speed, dest=call.dest, binary=call.settings.espeak_binary)
+
+
+async def speak(text: str, *, voice: str, speed: float, dest: Path, binary: str = "espeak-ng") -> None:
     """Write a WAV of ``text`` spoken by espeak-ng ``voice`` to ``dest``."""
     if not _VOICE.match(voice):
         raise PayloadError("voice", "espeak voice names are letters, digits, '-', '_', '/' or '+'")
@@ -67,3 +94,15 @@ async def synthesize(text: str, *, voice: str, speed: float, dest: Path, binary:
         if "voice does not exist" in message:
             raise PayloadError("voice", f"espeak-ng has no voice {voice!r}")
         raise PermanentError(f"espeak: espeak-ng failed (exit {rc}): {message[:300]}")
+
+
+PROVIDER = SpeechProvider(
+    name=NAME,
+    docs="local espeak-ng, no network",
+    default_rank=90,  # no key needed: the last resort
+    cached=False,
+    request_fields=request_fields,
+    max_chars=max_chars,
+    extension=extension,
+    synthesize=synthesize,
+)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.errors import PayloadError, PermanentError
 from worker.providers.audio import run
+from worker.providers.provider import Call, Fields, MusicProvider
+
+if TYPE_CHECKING:
+    from worker.providers.settings import ProviderSettings
 
 NAME = "local"
 MAX_SECONDS = 3600.0
@@ -44,12 +49,25 @@ def pad_expression(prompt: str, seed: int | None) -> tuple[str, str]:
     return channels[0], channels[1]
 
 
-async def generate(prompt: str, seconds: float, seed: int | None, dest: Path) -> None:
-    """Render ``seconds`` of pad for ``prompt``/``seed`` to ``dest`` (FLAC, 44.1 kHz stereo)."""
+def request_fields(settings: ProviderSettings, *, prompt: str, seconds: float, seed: int | None) -> Fields:
     if not prompt.strip():
         raise PayloadError("prompt", "must not be empty")
     if not 0 < seconds <= MAX_SECONDS:
         raise PayloadError("seconds", f"must be > 0 and <= {MAX_SECONDS:g}")
+    return {"prompt": prompt, "seconds": seconds, "seed": seed}
+
+
+def extension(fields: Fields) -> str:
+    return "flac"
+
+
+async def generate(call: Call) -> None:
+    """Render the pad of ``call.fields`` (local: no client, no retries) to ``call.dest``."""
+    await render_pad(call.fields["prompt"], call.fields["seconds"], call.fields["seed"], call.dest)
+
+
+async def render_pad(prompt: str, seconds: float, seed: int | None, dest: Path) -> None:
+    """Render ``seconds`` of pad for ``prompt``/``seed`` to ``dest`` (FLAC, 44.1 kHz stereo)."""
     left, right = pad_expression(prompt, seed)
     fade = min(3.0, seconds / 4)
     graph = (
@@ -61,3 +79,14 @@ async def generate(prompt: str, seconds: float, seed: int | None, dest: Path) ->
     )
     if rc != 0:
         raise PermanentError(f"local music: ffmpeg failed: {err.decode(errors='replace')[:300]}")
+
+
+PROVIDER = MusicProvider(
+    name=NAME,
+    docs="a deterministic ffmpeg ambient pad: **a placeholder, not generative AI**",
+    default_rank=90,  # no key needed: the last resort
+    cached=False,
+    request_fields=request_fields,
+    extension=extension,
+    generate=generate,
+)

@@ -8,16 +8,15 @@ JSON body ``{model, input, voice, response_format, speed}``, ``Authorization: Be
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from worker.errors import PayloadError, PermanentError
+from worker.errors import PayloadError
 from worker.providers.base import ProviderFault, stream_audio
-from worker.providers.ratelimit import limiter_for
-from worker.providers.retry import RetryPolicy, with_retries
-from worker.providers.settings import ProviderSettings
+from worker.providers.provider import Fields, SpeechCall, SpeechProvider
+from worker.providers.retry import with_retries
+
+if TYPE_CHECKING:
+    from worker.providers.settings import ProviderSettings
 
 NAME = "openai"
 MAX_CHARS = 4096
@@ -36,7 +35,7 @@ def parse_error(body: Any) -> ProviderFault | None:
 
 def request_fields(
     settings: ProviderSettings, *, voice: str | None, model: str | None, speed: float
-) -> dict[str, Any]:
+) -> Fields:
     """Everything but the text that shapes the audio (also the cache key's settings)."""
     if not SPEED_RANGE[0] <= speed <= SPEED_RANGE[1]:
         raise PayloadError("speed", f"must be between {SPEED_RANGE[0]} and {SPEED_RANGE[1]} for openai")
@@ -48,28 +47,29 @@ def request_fields(
     }
 
 
-async def synthesize(
-    client: httpx.AsyncClient,
-    settings: ProviderSettings,
-    fields: dict[str, Any],
-    text: str,
-    dest: Path,
-    policy: RetryPolicy,
-) -> None:
-    """Synthesize ``text`` (<= 4096 chars) into ``dest``."""
-    if settings.openai_api_key is None:
-        raise PermanentError("openai: OPENAI_API_KEY is not set")
-    key = settings.openai_api_key.get_secret_value()
-    limiter = limiter_for(NAME, settings.openai_rate_limit, settings.openai_rate_window_s)
+def max_chars(fields: Fields) -> int:
+    return MAX_CHARS
+
+
+def extension(fields: Fields) -> str:
+    return str(fields["response_format"])
+
+
+async def synthesize(call: SpeechCall) -> None:
+    """Synthesize ``call.text`` (<= 4096 chars) into ``call.dest``."""
+    client, settings, fields = call.client, call.settings, call.fields
+    key = PROVIDER.key(settings)
+    limiter = PROVIDER.limiter(settings)
 
     async def attempt() -> None:
-        await limiter.acquire(NAME)
+        if limiter is not None:
+            await limiter.acquire(NAME)
         request = client.build_request(
             "POST",
             f"{settings.openai_base_url}/audio/speech",
             json={
                 "model": fields["model"],
-                "input": text,
+                "input": call.text,
                 "voice": fields["voice"],
                 "response_format": fields["response_format"],
                 "speed": fields["speed"],
@@ -80,10 +80,24 @@ async def synthesize(
             client,
             request,
             provider=NAME,
-            dest=dest,
+            dest=call.dest,
             parse_error=parse_error,
             secrets=settings.secrets(),
             total_timeout=settings.provider_total_timeout_s,
         )
 
-    await with_retries(attempt, policy=policy, what=NAME)
+    await with_retries(attempt, policy=call.policy, what=NAME)
+
+
+PROVIDER = SpeechProvider(
+    name=NAME,
+    docs="`POST {OPENAI_BASE_URL}/audio/speech`",
+    default_rank=10,
+    key_setting="openai_api_key",
+    url_setting="openai_base_url",
+    rate_settings=("openai_rate_limit", "openai_rate_window_s"),
+    request_fields=request_fields,
+    max_chars=max_chars,
+    extension=extension,
+    synthesize=synthesize,
+)

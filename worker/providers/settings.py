@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SpeechProviderName = Literal["espeak", "openai", "elevenlabs"]
-MusicProviderName = Literal["stability", "local"]
+from worker.providers import registry
+from worker.providers.provider import Kind
 
 
 class ProviderSettings(BaseSettings):
@@ -24,13 +24,15 @@ class ProviderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     # --- provider choice -------------------------------------------------------------------
-    speech_provider: SpeechProviderName | None = Field(
+    speech_provider: str | None = Field(
         None,
-        description="Default speech provider; unset: openai if OPENAI_API_KEY, else elevenlabs "
-        "if ELEVENLABS_API_KEY, else espeak.",
+        description=f"Default speech provider; unset: {registry.default_rule('speech')}.",
+        json_schema_extra={"enum": list(registry.SPEECH_PROVIDERS)},
     )
-    music_provider: MusicProviderName | None = Field(
-        None, description="Default music provider; unset: stability if STABLE_AUDIO_API_KEY, else local."
+    music_provider: str | None = Field(
+        None,
+        description=f"Default music provider; unset: {registry.default_rule('music')}.",
+        json_schema_extra={"enum": list(registry.MUSIC_PROVIDERS)},
     )
 
     # --- OpenAI ------------------------------------------------------------------------------
@@ -136,7 +138,15 @@ class ProviderSettings(BaseSettings):
         "and other non-public addresses; off: such URLs fail the job (SSRF guard). Only for trusted payloads.",
     )
 
-    @field_validator("openai_base_url", "elevenlabs_base_url", "stable_audio_api_url")
+    @field_validator("speech_provider", "music_provider")
+    @classmethod
+    def _registered(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind: Kind = "speech" if info.field_name == "speech_provider" else "music"
+        if value is not None and value not in registry.names(kind):
+            raise ValueError(f"unknown {kind} provider {value!r}; one of {', '.join(registry.names(kind))}")
+        return value
+
+    @field_validator(*registry.url_settings())
     @classmethod
     def _http_url(cls, value: str) -> str:
         value = value.strip().rstrip("/")
@@ -146,5 +156,5 @@ class ProviderSettings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every configured key's plain text, for redaction."""
-        keys = (self.openai_api_key, self.elevenlabs_api_key, self.stable_audio_api_key)
+        keys = (p.secret(self) for p in registry.PROVIDERS)
         return [k.get_secret_value() for k in keys if k is not None and k.get_secret_value()]

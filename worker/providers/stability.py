@@ -15,17 +15,18 @@ to what remains (an origin, or a proxy with a path prefix).
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from loguru import logger
 
 from worker.errors import PayloadError, PermanentError
 from worker.providers.base import ProviderFault, stream_audio
-from worker.providers.ratelimit import limiter_for
-from worker.providers.retry import RetryPolicy, with_retries
-from worker.providers.settings import ProviderSettings
+from worker.providers.provider import Call, Fields, MusicProvider
+from worker.providers.retry import with_retries
+
+if TYPE_CHECKING:
+    from worker.providers.settings import ProviderSettings
 
 NAME = "stability"
 ENDPOINT_PATH = "/v2beta/audio/stable-audio-2/text-to-audio"
@@ -58,9 +59,7 @@ def parse_error(body: Any) -> ProviderFault | None:
     )
 
 
-def request_fields(
-    settings: ProviderSettings, *, prompt: str, seconds: float, seed: int | None
-) -> dict[str, Any]:
+def request_fields(settings: ProviderSettings, *, prompt: str, seconds: float, seed: int | None) -> Fields:
     """The multipart form fields (all strings), validated."""
     if not prompt.strip():
         raise PayloadError("prompt", "must not be empty")
@@ -98,38 +97,49 @@ def _check_finish(response: httpx.Response) -> None:
         )
 
 
-async def generate(
-    client: httpx.AsyncClient,
-    settings: ProviderSettings,
-    fields: dict[str, str],
-    dest: Path,
-    policy: RetryPolicy,
-) -> None:
-    """Generate music for ``fields`` into ``dest``."""
-    if settings.stable_audio_api_key is None:
-        raise PermanentError("stability: STABLE_AUDIO_API_KEY is not set")
-    key = settings.stable_audio_api_key.get_secret_value()
-    limiter = limiter_for(NAME, settings.stable_audio_rate_limit, settings.stable_audio_rate_window_s)
+def extension(fields: Fields) -> str:
+    return str(fields["output_format"])
+
+
+async def generate(call: Call) -> None:
+    """Generate music for ``call.fields`` into ``call.dest``."""
+    client, settings, fields = call.client, call.settings, call.fields
+    key = PROVIDER.key(settings)
+    limiter = PROVIDER.limiter(settings)
     url = endpoint(settings.stable_audio_api_url)
 
     async def attempt() -> None:
-        await limiter.acquire(NAME)
+        if limiter is not None:
+            await limiter.acquire(NAME)
         # files= forces multipart/form-data even though no field is a file
         request = client.build_request(
             "POST",
             url,
-            files={k: (None, v) for k, v in fields.items()},
+            files={k: (None, str(v)) for k, v in fields.items()},
             headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
         )
         await stream_audio(
             client,
             request,
             provider=NAME,
-            dest=dest,
+            dest=call.dest,
             parse_error=parse_error,
             secrets=settings.secrets(),
             check=_check_finish,
             total_timeout=settings.provider_total_timeout_s,
         )
 
-    await with_retries(attempt, policy=policy, what=NAME)
+    await with_retries(attempt, policy=call.policy, what=NAME)
+
+
+PROVIDER = MusicProvider(
+    name=NAME,
+    docs="`POST .../v2beta/audio/stable-audio-2/text-to-audio`",
+    default_rank=10,
+    key_setting="stable_audio_api_key",
+    url_setting="stable_audio_api_url",
+    rate_settings=("stable_audio_rate_limit", "stable_audio_rate_window_s"),
+    request_fields=request_fields,
+    extension=extension,
+    generate=generate,
+)
