@@ -122,42 +122,6 @@ def test_worker_refuses_to_start_on_an_older_schema(empty_db, tmp_path):
     assert f"schema is at version {need - 1} but this worker needs {need}" in out.stderr
 
 
-def test_on_supabase_the_api_roles_get_nothing_and_service_role_may_use_the_queue(pg, conn):
-    roles = ["anon", "authenticated", "service_role"]
-    existing = {r[0] for r in conn.execute("select rolname from pg_roles where rolname = any(%s)", (roles,))}
-    if existing:
-        pytest.skip(f"roles {sorted(existing)} already exist on this server; not touching them")
-    for r in roles:
-        conn.execute(f"create role {r} nologin")
-    url = pg.create("aw_supa")
-    try:
-        # Supabase grants the API roles everything by default; the migrations must take it back.
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute("alter default privileges grant execute on functions to anon, authenticated")
-        migrate(url, log=lambda _m: None)
-        with psycopg.connect(url, autocommit=True) as c:
-
-            def can(role: str, fn: str) -> bool:
-                return c.execute("select has_function_privilege(%s, %s, 'execute')", (role, fn)).fetchone()[0]
-
-            functions = [
-                r[0]
-                for r in c.execute(
-                    "select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
-                    "where n.nspname = 'audio_queue' and p.prokind = 'f' and p.prorettype <> 'trigger'::regtype"
-                )
-            ]
-            assert len(functions) >= 10
-            for fn in functions:
-                assert not can("anon", fn) and not can("authenticated", fn), fn
-                assert can("service_role", fn), fn
-            assert not c.execute("select has_schema_privilege('anon', 'audio_queue', 'usage')").fetchone()[0]
-    finally:
-        pg.drop(url)
-        for r in roles:
-            conn.execute(f"drop role if exists {r}")
-
-
 def test_a_database_migrated_with_the_first_revision_of_0001_is_upgraded(empty_db):
     """0001 was edited after it landed: its privileges block became audio_queue.apply_privileges(),
     which every later migration calls. A database that applied the first revision (recorded

@@ -1,0 +1,86 @@
+"""Jobs as the worker moves them, for the app-side tests: enqueue, claim, complete (admin SQL)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import psycopg
+
+CLIENT_FIELDS = {
+    "id",
+    "status",
+    "progress",
+    "stage",
+    "track_id",
+    "cancel_requested",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "result",
+    "error",
+}
+SECRET = "sk-placeholder-not-a-key"
+
+
+def enqueue(conn: psycopg.Connection, user: uuid.UUID | None, **payload: Any) -> uuid.UUID:
+    body = {"spec_version": 1, "secret_prompt": SECRET, **payload}
+    row = conn.execute(
+        "select audio_queue.enqueue_job(%s::jsonb, p_user_id => %s)", (json.dumps(body), user)
+    ).fetchone()
+    assert row
+    return row[0]
+
+
+def claim(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
+    row = conn.execute(
+        "select id, lease_id from audio_queue.get_next_pending_job('dyno-7.secret-host', 1, 60)"
+    ).fetchone()
+    assert row
+    return row[0], row[1]
+
+
+def result_for(job_id: uuid.UUID, bucket: str = "audio-files") -> dict[str, Any]:
+    master = {
+        "bucket": bucket,
+        "key": f"generated/{job_id}_1.flac",
+        "size": 10,
+        "sha256": "ab" * 32,
+        "content_type": "audio/flac",
+        "url": f"https://x.test/{job_id}.flac",
+    }
+    preview = {
+        **master,
+        "key": f"generated/{job_id}_1.mp3",
+        "content_type": "audio/mpeg",
+        "url": f"https://x.test/{job_id}.mp3",
+    }
+    return {
+        "wav_url": master["url"],
+        "master_url": master["url"],
+        "mp3_url": preview["url"],
+        "result_url": preview["url"],
+        "master": master,
+        "preview": preview,
+        "duration_s": 60.0,
+        "sample_rate": 44100,
+        "loudness": {"integrated_lufs": -16.0, "true_peak_dbtp": -1.5},
+        "peaks": [0.1, 0.5, 0.2],
+        "chapters": [{"title": "Intro", "start_s": 0}],
+        "render": {"ffmpeg": "/usr/bin/ffmpeg", "passes": 2},
+    }
+
+
+def complete(
+    conn: psycopg.Connection, result: dict[str, Any] | None = None, error: str | None = None
+) -> uuid.UUID:
+    job_id, lease = claim(conn)
+    conn.execute(
+        "select audio_queue.complete_job(%s, %s::jsonb, %s, %s)",
+        (job_id, json.dumps(result or result_for(job_id)) if error is None else None, error, lease),
+    )
+    return job_id
+
+
+A, B = uuid.UUID(int=0xA), uuid.UUID(int=0xB)

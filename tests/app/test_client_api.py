@@ -1,0 +1,117 @@
+"""The client API as Supabase's servers call it (role authenticated, JWT claims in the request):
+a user sees, cancels and pages through only their own jobs, and sees nothing a worker knows."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from tests.app.jobs import CLIENT_FIELDS, SECRET, A, B, claim, complete, enqueue
+from tests.app.supabase import request
+
+
+def test_a_user_sees_only_their_own_jobs_and_never_what_the_worker_knows(supa, supa_url):
+    a_jobs = [enqueue(supa, A, n=i) for i in range(3)]
+    b_job = enqueue(supa, B)
+    enqueue(supa, None)
+
+    with request(supa_url, "authenticated", A) as r:
+        (mine,) = r.execute("select * from audio_api.get_job(%s)", (a_jobs[0],)).fetchall()
+        listed = r.execute("select * from audio_api.list_jobs()").fetchall()
+        assert r.execute("select * from audio_api.get_job(%s)", (b_job,)).fetchall() == []
+        assert r.execute("select * from audio_api.get_job(null)").fetchall() == []
+    assert set(mine) == CLIENT_FIELDS and mine["id"] == a_jobs[0] and mine["status"] == "pending"
+    assert [j["id"] for j in listed] == a_jobs[::-1]
+    assert SECRET not in json.dumps(listed, default=str)
+
+    with request(supa_url, "authenticated", B) as r:
+        assert [j["id"] for j in r.execute("select * from audio_api.list_jobs(100)").fetchall()] == [b_job]
+        for jid in a_jobs:
+            assert r.execute("select * from audio_api.get_job(%s)", (jid,)).fetchall() == []
+    with request(supa_url, "authenticated", None) as r:  # a token without a subject
+        assert r.execute("select * from audio_api.list_jobs()").fetchall() == []
+    for fn in ("audio_api.list_jobs()", f"audio_api.get_job('{a_jobs[0]}')"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), request(supa_url, "anon") as r:
+            r.execute(f"select * from {fn}")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), request(supa_url, "authenticated", A) as r:
+        r.execute("select payload from audio_queue.jobs")
+
+
+def test_list_jobs_pages_by_keyset_newest_first(supa, supa_url):
+    jobs = [enqueue(supa, A, n=i) for i in range(5)]
+    supa.execute("update audio_queue.jobs set created_at = '2026-01-01'")  # ties: ordered by id
+    expected = sorted(jobs, reverse=True)
+    seen: list[uuid.UUID] = []
+    with request(supa_url, "authenticated", A) as r:
+        page = r.execute("select * from audio_api.list_jobs(2)").fetchall()
+        while page:
+            seen += [j["id"] for j in page]
+            last = page[-1]
+            page = r.execute(
+                "select * from audio_api.list_jobs(2, %s, %s)", (last["created_at"], last["id"])
+            ).fetchall()
+        assert r.execute("select count(*) from audio_api.list_jobs(1000)").fetchone()["count"] == 5
+        only_failed = r.execute("select * from audio_api.list_jobs(p_statuses => '{failed}')").fetchall()
+    assert seen == expected and only_failed == []
+
+
+def test_results_and_errors_are_the_client_safe_part(supa, supa_url):
+    done = enqueue(supa, A)
+    complete(supa)
+    enqueue(supa, A)
+    provider = complete(
+        supa, error=f'elevenlabs 401: {{"detail": "invalid key {SECRET}"}} on dyno-7.secret-host'
+    )
+    enqueue(supa, A)
+    bad = complete(supa, error="invalid payload: layers[0].beat_hz: must be between 0.5 and 40")
+    cancelled = enqueue(supa, A)
+    supa.execute("select audio_queue.cancel_job(%s)", (cancelled,))
+
+    with request(supa_url, "authenticated", A) as r:
+        by_id = {j["id"]: j for j in r.execute("select * from audio_api.list_jobs()").fetchall()}
+    result = by_id[done]["result"]
+    assert result["preview_url"] == f"https://x.test/{done}.mp3" and result["master_url"].endswith(".flac")
+    assert result["master"] == {
+        "bucket": "audio-files",
+        "key": f"generated/{done}_1.flac",
+        "size": 10,
+        "content_type": "audio/flac",
+    }
+    assert result["duration_s"] == 60.0 and result["loudness"]["integrated_lufs"] == -16.0
+    assert result["peaks"] == [0.1, 0.5, 0.2] and result["chapters"][0]["title"] == "Intro"
+    assert "render" not in result and "sha256" not in json.dumps(result)
+    assert by_id[done]["error"] is None and by_id[done]["progress"] == 100
+
+    assert by_id[provider]["error"]["code"] == "render_failed"
+    assert by_id[bad]["error"] == {
+        "code": "invalid_request",
+        "message": "Invalid request: layers[0].beat_hz: must be between 0.5 and 40",
+    }
+    assert by_id[cancelled]["error"]["code"] == "cancelled"
+    everything = json.dumps(list(by_id.values()), default=str)
+    assert SECRET not in everything and "secret-host" not in everything and "elevenlabs" not in everything
+
+
+def test_a_user_cancels_only_their_own_jobs(supa, supa_url):
+    waiting = enqueue(supa, A)
+    running = enqueue(supa, A)
+    supa.execute("update audio_queue.jobs set run_at = now() + interval '1 hour' where id = %s", (waiting,))
+    assert claim(supa)[0] == running
+    others = enqueue(supa, B)
+
+    with request(supa_url, "authenticated", B) as r:
+        assert r.execute("select * from audio_api.cancel_job(%s)", (waiting,)).fetchall() == []
+        assert r.execute("select * from audio_api.cancel_job(%s)", (running,)).fetchall() == []
+    with request(supa_url, "authenticated", A) as r:
+        (w,) = r.execute("select * from audio_api.cancel_job(%s)", (waiting,)).fetchall()
+        (p,) = r.execute("select * from audio_api.cancel_job(%s)", (running,)).fetchall()
+        assert r.execute("select * from audio_api.cancel_job(%s)", (others,)).fetchall() == []
+    assert w["status"] == "cancelled" and w["error"]["code"] == "cancelled"
+    assert p["status"] == "processing" and p["cancel_requested"] is True
+    states = dict(supa.execute("select id, status from audio_queue.jobs").fetchall())
+    assert states[others] == "pending"
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), request(supa_url, "anon") as r:
+        r.execute("select * from audio_api.cancel_job(%s)", (others,))
