@@ -10,6 +10,11 @@ grant usage on schema public to postgres, anon, authenticated, service_role;
 alter default privileges in schema public grant all on tables to postgres, anon, authenticated, service_role;
 alter default privileges in schema public grant all on functions to postgres, anon, authenticated, service_role;
 alter default privileges in schema public grant all on sequences to postgres, anon, authenticated, service_role;
+-- Harsher than Supabase: the API roles get everything the migration role creates in ANY schema, so
+-- only the migrations' own revokes (apply_privileges) keep them out of the queue.
+alter default privileges grant all on tables to anon, authenticated;
+alter default privileges grant all on functions to anon, authenticated;
+alter default privileges grant all on sequences to anon, authenticated;
 
 create schema auth;
 grant usage on schema auth to anon, authenticated, service_role;
