@@ -136,3 +136,50 @@ def make_speech(path: Path, text: str, voice: str = "en") -> Path:
     """Speak ``text`` with espeak-ng into a wav file."""
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
     return path
+
+
+def psd(mono: np.ndarray, sr: int, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's power spectral density (Hann windows, half overlap), numpy only."""
+    x = mono.astype(np.float64)
+    w = np.hanning(nperseg)
+    starts = range(0, x.shape[0] - nperseg + 1, nperseg // 2)
+    p = np.mean([np.abs(np.fft.rfft(x[a : a + nperseg] * w)) ** 2 for a in starts], axis=0)
+    return np.fft.rfftfreq(nperseg, 1 / sr), p / (sr * np.sum(w * w))
+
+
+def octave_slopes(mono: np.ndarray, sr: int, lo: float = 100.0, hi: float = 10000.0) -> list[float]:
+    """Slope of the power spectrum in dB per octave between adjacent octave bands from ``lo`` to
+    ``hi`` (band-averaged Welch PSD; a power law f^a gives exactly 10*log10(2^a) per octave)."""
+    f, p = psd(mono, sr, 8192)
+    edges = [lo * 2.0**k for k in range(int(np.log2(hi / lo)) + 1)] + [hi]
+    bands = [p[(f >= a) & (f < b)].mean() for a, b in zip(edges, edges[1:])]
+    centres = [np.sqrt(a * b) for a, b in zip(edges, edges[1:])]
+    return [
+        float(10 * np.log10(bands[k + 1] / bands[k]) / np.log2(centres[k + 1] / centres[k]))
+        for k in range(len(bands) - 1)
+    ]
+
+
+def click_db(x: np.ndarray, sr: int, t: float, around_s: float = 0.02) -> float:
+    """Worst click near ``t`` seconds: the peak of the signal above 4 kHz within ``around_s`` of
+    ``t``, in dB relative to the RMS of the louder side of ``t`` (50-250 ms away). A smooth edge of a
+    low tone is far below -40 dB; a hard cut is near 0 dB."""
+    mono = x.mean(axis=1) if x.ndim == 2 else x
+    spec = np.fft.rfft(mono.astype(np.float64))
+    spec[np.fft.rfftfreq(mono.shape[0], 1 / sr) < 4000] = 0  # zero-phase brick-wall high-pass
+    hp = np.fft.irfft(spec, mono.shape[0])
+    a, b = int((t - around_s) * sr), int((t + around_s) * sr)
+    spike = float(np.abs(hp[max(a, 0) : max(b, 1)]).max())
+    sides = [mono[max(int((t - 0.25) * sr), 0) : max(int((t - 0.05) * sr), 0)],
+             mono[int((t + 0.05) * sr) : int((t + 0.25) * sr)]]  # fmt: skip
+    local = max(float(np.sqrt(np.mean(np.square(s.astype(np.float64))))) if s.size else 0.0 for s in sides)
+    return float(20 * np.log10(spike / local + 1e-12))
+
+
+def true_peak_db(x: np.ndarray) -> float:
+    """True peak (dBTP) by 4x oversampling (polyphase resampling), over all channels."""
+    x = x.reshape(x.shape[0], -1).astype(np.float64)
+    n = x.shape[0]
+    spec = np.fft.rfft(x, axis=0)
+    up = np.fft.irfft(spec, 4 * n, axis=0) * 4  # band-limited interpolation (numpy only: fast import)
+    return float(20 * np.log10(np.abs(up).max() + 1e-20))

@@ -24,6 +24,7 @@ from worker.render.spec import LayerBase, MusicLayer, RenderSpec, SpeechLayer, l
 
 __all__ = ["LayerInput", "fit_duration", "layer_length", "master_command", "measure_command", "mix_command"]
 
+EDGE_FADE_S = 0.02  # raised-cosine fade at a layer edge that asks for none (or a shorter one)
 PREVIEW_FADE_S = 1.0  # fade-out at the end of a shortened preview
 MIX_FILE = "mix.w64"  # 32-bit float Wave64 (no 4 GiB limit), relative to the job's temp dir
 MASTER_STEM, PREVIEW_FILE = "master", "preview.mp3"
@@ -53,12 +54,11 @@ def fit_duration(spec: RenderSpec, infos: dict[str, AudioInfo], max_duration_s: 
 def _shape(stream: Stream, layer: LayerBase, sr: int, length: float) -> Stream:
     """Common layer chain: stereo float at the track rate, fades, gain, start offset."""
     s = stream.filter("aformat", sample_fmts="fltp", sample_rates=sr, channel_layouts="stereo")
-    fade_in, fade_out = layer.fade_in_s, layer.fade_out_s
-    if fade_in > 0:
-        s = s.filter("afade", t="in", st=0, d=num(min(fade_in, length)))
-    if fade_out > 0:
-        d = min(fade_out, length)
-        s = s.filter("afade", t="out", st=num(length - d), d=num(d))
+    edge = min(EDGE_FADE_S, length / 2)  # every edge: at least a short raised cosine, no click
+    for kind, asked in (("in", layer.fade_in_s), ("out", layer.fade_out_s)):
+        d, curve = (min(asked, length), "tri") if asked > edge else (edge, "hsin")
+        st = 0.0 if kind == "in" else length - d
+        s = s.filter("afade", t=kind, st=num(st), d=num(d), curve=curve)
     gain = layer.gain_db
     if gain != 0:
         s = s.filter("volume", volume=num(db_to_lin(gain)))

@@ -8,6 +8,7 @@ only: spec.py imports this module to declare its registry.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -179,9 +180,104 @@ def noise(layer: NoiseLayer, ctx: SourceContext) -> Stream:
     return stereo(*(noise_channel(layer.color, s, ctx) for s in (seed, seed + 1)))
 
 
+# ---------------------------------------------------------------- noise colours, by definition
+# Each colour is made here from white noise with filters of our own (ffmpeg's anoisesrc colours
+# differ between versions, and 5.1's blue, violet, brown and velvet are wrong): the slope of the
+# power spectrum is pink -3, brown -6, blue +3, violet +6 dB per octave; velvet is sparse impulses.
+
+NOISE_RMS = {"white": 0.0577, "velvet": 0.0707}
+"""RMS level of each colour (others: COLOURED_RMS), the levels anoisesrc gave before, so existing
+specs keep their balance."""
+COLOURED_RMS = 0.02
+VELVET_DENSITY_HZ = 2205.0  # impulses per second (one per grid cell of sr/density samples)
+BROWN_CORNER_HZ = 10.0  # the integrator's leak: flat below, -6 dB/octave above
+TOP_OCTAVE_TRIM = {"pink": 0.05, "brown": 0.12}
+"""A zero at -c straightens the slope near Nyquist, where a digital pole/zero bends it."""
+
+Section = tuple[tuple[float, float, float], tuple[float, float, float]]
+"""A biquad ``((b0, b1, b2), (1, a1, a2))``."""
+
+
+def _pink_roots(sr: int) -> tuple[list[float], list[float]]:
+    """Zeros and poles (real, z-plane) of a -3 dB/octave filter: one pole every two octaves from
+    3 Hz up, a zero an octave above each, mapped by z = exp(-2 pi f / sr)."""
+    poles_hz = [3.0 * 4.0**k for k in range(8) if 3.0 * 4.0**k < 40000]
+    zeros = [math.exp(-2 * math.pi * f * 2.0 / sr) for f in poles_hz] + [-TOP_OCTAVE_TRIM["pink"]]
+    poles = [math.exp(-2 * math.pi * f / sr) for f in poles_hz] + [0.0]
+    return zeros, poles
+
+
+def _sections(zeros: list[float], poles: list[float]) -> list[Section]:
+    """Real roots paired into biquads (both lists of even length)."""
+    out: list[Section] = []
+    for i in range(0, len(zeros), 2):
+        z1, z2, p1, p2 = zeros[i], zeros[i + 1], poles[i], poles[i + 1]
+        out.append(((1.0, -(z1 + z2), z1 * z2), (1.0, -(p1 + p2), p1 * p2)))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def colour_filter(color: str, sr: int) -> tuple[list[Section], float]:
+    """Biquads that turn white noise into ``color`` and the gain that brings it to its RMS."""
+    if color in ("pink", "blue"):
+        zeros, poles = _pink_roots(sr)
+        if color == "blue":
+            zeros, poles = poles, zeros
+    else:
+        leak, trim = math.exp(-2 * math.pi * BROWN_CORNER_HZ / sr), TOP_OCTAVE_TRIM["brown"]
+        zeros, poles = [-trim, 0.0], [leak, 0.0]  # a leaky integrator
+        if color == "violet":
+            zeros, poles = [1.0, 0.0], [-trim, 0.0]  # a differentiator
+    sections = _sections(zeros, poles)
+    white_rms = NOISE_RMS["white"]
+    return sections, COLOURED_RMS / (white_rms * math.sqrt(_power_gain(sections)))
+
+
+def _power_gain(sections: list[Section], points: int = 4000) -> float:
+    """The filter's gain on white noise power, (1/pi) * integral of |H|^2 over 0..pi, summed on a
+    log-spaced grid (the colours' action is spread evenly over octaves)."""
+    lo, hi = math.log(1e-6), math.log(math.pi)
+    total, prev = 0.0, None
+    for i in range(points + 1):
+        w = math.exp(lo + (hi - lo) * i / points)
+        z1 = complex(math.cos(w), -math.sin(w))  # z^-1 on the unit circle
+        h = 1.0 + 0j
+        for (b0, b1, b2), (_, a1, a2) in sections:
+            h *= (b0 + b1 * z1 + b2 * z1 * z1) / (1.0 + a1 * z1 + a2 * z1 * z1)
+        cur = (w, abs(h) ** 2)
+        if prev is not None:
+            total += (cur[0] - prev[0]) * (cur[1] + prev[1]) / 2
+        prev = cur
+    return total / math.pi
+
+
 def noise_channel(color: str, seed: int, ctx: SourceContext) -> Stream:
-    src = (
-        f"anoisesrc=color={color}:sample_rate={ctx.sample_rate}:duration={num(ctx.length)}"
-        f":amplitude={num(NOISE_AMPLITUDE)}:seed={seed}"
-    )
-    return lavfi(src, ctx.index)
+    """One channel of noise: white (uniform) noise, filtered to its colour; or velvet impulses."""
+    sr, dur = ctx.sample_rate, num(ctx.length)
+    if color == "velvet":
+        return lavfi(f"aevalsrc=exprs='{velvet_expr(seed, sr)}':sample_rate={sr}:duration={dur}", ctx.index)
+    white_amp = NOISE_RMS["white"] * math.sqrt(3.0)  # a uniform distribution's RMS is amplitude/sqrt(3)
+    desc = f"anoisesrc=color=white:sample_rate={sr}:duration={dur}:amplitude={num(white_amp)}:seed={seed}"
+    if color != "white":
+        sections, gain = colour_filter(color, sr)
+        for (b0, b1, b2), (_, a1, a2) in sections:
+            desc += (
+                f",biquad=b0={num(b0)}:b1={num(b1)}:b2={num(b2)}:a0=1:a1={num(a1)}:a2={num(a2)}:precision=f64"
+            )
+        desc += f",volume=volume={num(gain)}:precision=double"
+    return lavfi(desc, ctx.index)
+
+
+def velvet_expr(seed: int, sr: int) -> str:
+    """Velvet noise: in each cell of ``sr / VELVET_DENSITY_HZ`` samples one impulse of random sign
+    at a random position (both hashed from the cell number and the seed), zero elsewhere."""
+    cell = max(2, round(sr / VELVET_DENSITY_HZ))
+    amp = NOISE_RMS["velvet"] * math.sqrt(cell)
+    offset = num((seed % 1_000_003) * 0.754877666)
+
+    def hashed(mult: str) -> str:
+        return f"mod(abs(sin(floor(n/{cell})*{mult}+{offset}))*43758.5453,1)"
+
+    pos = f"eq(mod(n,{cell}),floor({cell}*{hashed('12.9898')}))"
+    sign = f"(2*gte({hashed('78.233')},0.5)-1)"
+    return f"{num(amp)}*{pos}*{sign}"
