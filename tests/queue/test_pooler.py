@@ -136,3 +136,21 @@ def test_notify_wakes_an_idle_worker(conn, fleet, db_url, pgbouncer, pgbouncer_s
     )
     (jid,) = enqueue(conn, {"sleep_ms": 10})
     wait_until(lambda: job(conn, jid)["status"] == "completed", timeout=10, what="completion woken by NOTIFY")
+
+
+def test_the_plan_without_a_probe_answer_falls_back_to_the_port_and_an_explicit_mode_is_not_probed():
+    probed: list[str] = []
+
+    def unreachable(url: str) -> bool | None:
+        probed.append(url)
+        return None
+
+    supabase = "postgresql://u@pooler.example:6543/postgres"
+    assert plan_connections(settings(supabase), probe=unreachable).mode == "transaction"
+    other = "postgresql://u@db.example:5432/postgres"
+    plan = plan_connections(settings(other), probe=unreachable)
+    assert plan.mode == "direct" and plan.listen_url == other
+    assert probed == [other]  # port 6543 needs no probe
+    probed.clear()
+    plan = plan_connections(settings(other, database_pool_mode="transaction"), probe=unreachable)
+    assert plan.mode == "transaction" and plan.listen_url is None and probed == []

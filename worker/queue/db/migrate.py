@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def _verify(recorded: dict[int, str | None], migrations: list[Migration]) -> Non
             )
 
 
-def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
+def migrate(url: str, directory: Path = MIGRATIONS_DIR, log: Callable[[str], object] = print) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     migrations = discover(directory)
     applied: list[str] = []
@@ -109,7 +110,7 @@ def migrate(url: str, directory: Path = MIGRATIONS_DIR, log=print) -> list[str]:
                     old = recorded[m.version]
                     if old != m.checksum:  # _verify allowed it: applied by hand, or a bridged revision
                         bridge = revision_bridge(m, old) if old is not None else None
-                        if bridge is not None:
+                        if bridge is not None and old is not None:
                             conn.execute(bridge.read_bytes())
                             applied.append(bridge.stem)
                             log(
