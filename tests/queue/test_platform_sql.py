@@ -4,9 +4,11 @@ no function can heal, and the old three-argument complete_job reports a repeat t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,6 +20,7 @@ from tests.support.pg import TempCluster
 from worker.queue.db.migrate import MIGRATIONS_DIR, discover, migrate
 
 NOOP = {"spec_version": 1}
+REPO = Path(__file__).resolve().parents[2]
 
 
 def enqueue(conn: psycopg.Connection, **kw: object) -> uuid.UUID:
@@ -153,6 +156,8 @@ def test_every_function_the_readme_offers_works_as_service_role(supabase_url):
         assert scalar(c, "select audio_queue.requeue_jobs(%s)", failed) == 1
         assert scalar(c, "select audio_queue.purge_finished_jobs('1 hour')") == 0
         c.execute("insert into audio_queue.jobs (payload) values ('{}')")  # the README's plain INSERT
+        once = scalar(c, "select audio_queue.enqueue_job_once('order-7', '{}'::jsonb)")
+        assert scalar(c, "select audio_queue.enqueue_job_once('order-7', '{}'::jsonb)") == once
         assert scalar(c, "select (audio_queue.queue_settings()).max_rescues") == 3
         # but the tunables stay the DBA's: no rights on the table itself
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
@@ -244,3 +249,16 @@ def test_the_old_three_argument_complete_job_repeated_returns_true_only_for_its_
     assert not scalar(
         conn, "select audio_queue.complete_job(%s, '{}'::jsonb, null, %s)", fenced, uuid.uuid4()
     )
+
+
+def test_the_service_role_test_calls_every_function_of_the_readme_lifecycle_table():
+    """A function added to the README's table must be added to the service_role test above."""
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("| Function | What it does |") :]
+    table = table[: table.index("\n\n")]
+    offered = set(re.findall(r"`([a-z_0-9]+)\(", table))
+    assert {"enqueue_job", "complete_job", "reset_stuck_jobs"} <= offered
+    # the service_role test and the helpers it uses (enqueue, claim)
+    source = Path(__file__).read_text().split("# -- states the functions cannot heal")[0]
+    called = set(re.findall(r"audio_queue\.([a-z_0-9]+)\(", source))
+    assert offered <= called, f"not tried as service_role: {sorted(offered - called)}"
