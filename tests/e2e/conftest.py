@@ -84,8 +84,19 @@ def run_now(conn: Any, job_id: Any) -> None:
     conn.execute("select pg_notify('audio_queue_jobs', '')")
 
 
+CACHE_PREFIX = "provider-cache/"  # PROVIDER_CACHE_PREFIX's default: paid audio kept on purpose
+
+
 def all_keys(s3: S3Server) -> list[str]:
-    return [f"{b}/{k}" for b in dict.fromkeys(s3.buckets) for k in s3.keys(b)]
+    """Every job object in storage (the shared provider cache's objects are not a job's)."""
+    return [
+        f"{b}/{k}" for b in dict.fromkeys(s3.buckets) for k in s3.keys(b) if not k.startswith(CACHE_PREFIX)
+    ]
+
+
+def cache_keys(s3: S3Server) -> list[str]:
+    """The shared provider cache's objects."""
+    return [f"{b}/{k}" for b in dict.fromkeys(s3.buckets) for k in s3.keys(b) if k.startswith(CACHE_PREFIX)]
 
 
 class AudioHost(FakeServer):

@@ -20,6 +20,7 @@ ended without one. Completion keeps the result's own objects (SQL trigger, migra
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -33,7 +34,7 @@ from worker import logs
 from worker.config import load_settings
 from worker.errors import JobError, PayloadError, PermanentError, RetryableError
 from worker.job.inputs import fetch_input, stage_of
-from worker.providers import ProviderSettings
+from worker.providers import ProviderSettings, cache
 from worker.queue.db.queue import Job
 from worker.queue.handlers import JobContext
 from worker.render import RenderResult, RenderSettings, parse_spec, render
@@ -73,7 +74,28 @@ def config() -> PipelineConfig:
     global _config
     if _config is None:
         _config = load_config()
+        install_shared_cache(_config)
     return _config
+
+
+def install_shared_cache(cfg: PipelineConfig) -> None:
+    """The provider cache's second level in Storage, with the fleet-wide lock on DATABASE_URL
+    (PROVIDER_CACHE_SHARED, on by default; without a database URL identical requests on
+    different dynos may both pay)."""
+    s = cfg.storage.settings
+    if not (s.provider_cache_shared and cfg.providers.provider_cache_enabled):
+        cache.install_shared(None)
+        return
+    database_url = os.environ.get("DATABASE_URL", "").strip()
+    cache.install_shared(
+        cache.SharedCache(
+            cfg.storage,
+            bucket=s.provider_cache_bucket_name,
+            prefix=s.provider_cache_prefix,
+            lock=cache.FleetLock(database_url) if database_url else None,
+            wait_s=s.provider_cache_wait_s,
+        )
+    )
 
 
 async def prepare() -> None:
@@ -93,6 +115,7 @@ async def prepare() -> None:
         raise SystemExit("worker: cannot start:\n" + "\n".join(problems))
     _register_secrets(cfg)
     _config = cfg
+    install_shared_cache(cfg)
     logger.info(
         "pipeline ready: ffmpeg {}, storage {} (masters -> {}, previews -> {})",
         cfg.render.ffmpeg_path,

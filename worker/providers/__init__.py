@@ -29,7 +29,7 @@ from loguru import logger
 
 from worker.errors import PayloadError
 from worker.providers import registry
-from worker.providers.cache import AudioCache, cache_key, copy_atomic
+from worker.providers.cache import AudioCache, cache_key, fill
 from worker.providers.join import join_parts, join_with_pauses
 from worker.providers.pauses import PauseMarkerError, split_pauses
 from worker.providers.provider import Call, Fields, SpeechCall, SpeechProvider
@@ -67,17 +67,8 @@ def _cache(settings: ProviderSettings) -> AudioCache:
 async def _cached(
     cache: AudioCache, key: str, ext: str, dest: Path, produce: Callable[[Path], Awaitable[None]]
 ) -> Path:
-    """Fill ``dest`` from the cache, or by ``produce`` (once across workers) and store it."""
-    if (hit := cache.get(key, ext)) is not None:
-        logger.debug("provider cache hit {}", key[:12])
-        return copy_atomic(hit, dest)
-    async with cache.lock(key):
-        if (hit := cache.get(key, ext)) is not None:
-            logger.debug("provider cache hit {} (after waiting)", key[:12])
-            return copy_atomic(hit, dest)
-        await produce(dest)
-        cache.put(key, ext, dest)
-    return dest
+    """Fill ``dest`` from the cache's two levels, or by ``produce`` (once across workers)."""
+    return await fill(cache, key, ext, dest, produce)
 
 
 async def _finish(parts: list[Path], final: Path, settings: ProviderSettings) -> Path:

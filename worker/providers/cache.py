@@ -1,10 +1,20 @@
-"""Content-addressed cache of paid provider output.
+"""Content-addressed cache of paid provider output, in two levels.
 
 Key: sha256 of a canonical JSON of everything that shapes the audio (provider, model, voice,
-settings, text) -- never the API key. Files live at ``<dir>/<k[:2]>/<k>.<ext>``; writes go to a
+settings, text) -- never the API key.
+
+Level 1, this dyno's disk (``AudioCache``): files at ``<dir>/<k[:2]>/<k>.<ext>``; writes go to a
 temp file in the same directory and are renamed into place, so a concurrent reader sees a whole
 file or none. A per-key ``flock`` lets concurrent workers wait for one another instead of paying
 twice for the same audio. Hits are touched, and the oldest files are evicted above the size cap.
+
+Level 2, Storage (``SharedCache``), because Heroku wipes a dyno's disk at every restart: objects at
+``<bucket>/<prefix>/<k[:2]>/<k>.<ext>``, read before a provider call, written after a successful
+one, shared by every dyno. Identical requests on different dynos pay once: the one that pays holds
+a PostgreSQL advisory lock for the request (in an open transaction, so it ends with that
+transaction or its connection -- a killed worker holds nothing) while the others poll Storage and
+the lock, then read its object. ``fill`` is the one entry point: level 1, then level 2, then the
+provider. The pipeline installs level 2 (``install_shared``) when storage is configured.
 """
 
 from __future__ import annotations
@@ -16,12 +26,22 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from loguru import logger
+
+from worker.errors import JobError
+from worker.queue.db.queries import q
+
+if TYPE_CHECKING:
+    from worker.storage import Storage
+
+Produce = Callable[[Path], Awaitable[None]]
 
 
 def cache_key(**parts: Any) -> str:
@@ -124,3 +144,164 @@ class AudioCache:
             path.unlink(missing_ok=True)
             total -= size
             logger.debug("provider cache: evicted {}", path.name)
+
+
+class FleetLock:
+    """One provider request at a time across the fleet: ``pg_try_advisory_xact_lock`` on a
+    connection of its own (queries.sql ``provider_call_lock``). Taken, it lasts until ``release``
+    or until the connection ends, so a worker that dies mid-call frees it at once; works through a
+    transaction pooler too (the open transaction keeps its server connection)."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+        """A connection for ``try_lock``; None (no lock: the caller pays) when the database is
+        unreachable. Closing it releases whatever it holds."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._url,
+                autocommit=False,
+                prepare_threshold=None,
+                connect_timeout=5,
+                application_name="audio-worker provider-cache",
+            )
+        except psycopg.Error as exc:
+            logger.warning("provider cache: no fleet lock, database unreachable: {}", type(exc).__name__)
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+
+    @staticmethod
+    async def try_lock(conn: psycopg.AsyncConnection[Any], key: str) -> bool:
+        """True: this connection's open transaction holds ``key``'s lock (``release`` ends it)."""
+        row = await (await conn.execute(q("provider_call_lock"), {"key": key})).fetchone()
+        if row and row[0]:
+            return True
+        await conn.rollback()
+        return False
+
+    @staticmethod
+    async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+        with contextlib.suppress(psycopg.Error):
+            await conn.rollback()
+
+
+class SharedCache:
+    """Level 2: provider audio in Storage, shared by every dyno (see the module docstring).
+
+    Storage failures never fail a job: a read that fails is a miss, a write that fails is logged.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        bucket: str,
+        prefix: str,
+        lock: FleetLock | None = None,
+        wait_s: float = 900.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.storage, self.bucket, self.prefix = storage, bucket, prefix.strip("/")
+        self.lock, self.wait_s, self.poll_s = lock, wait_s, poll_s
+
+    def object_key(self, key: str, ext: str) -> str:
+        name = f"{key[:2]}/{key}.{ext}"
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    async def get(self, key: str, ext: str, dest: Path) -> bool:
+        """Download ``key`` to ``dest``; False when it is not there (or storage failed)."""
+        from worker.storage import ObjectNotFound
+
+        try:
+            await asyncio.to_thread(self.storage.download_file, self.bucket, self.object_key(key, ext), dest)
+        except ObjectNotFound:
+            return False
+        except JobError as exc:
+            logger.warning("provider cache: shared level unreadable, treated as a miss: {}", exc)
+            return False
+        logger.debug("provider cache hit {} (shared)", key[:12])
+        return True
+
+    async def put(self, key: str, ext: str, src: Path) -> None:
+        try:
+            await asyncio.to_thread(
+                self.storage.upload_file, src, bucket=self.bucket, key=self.object_key(key, ext)
+            )
+        except JobError as exc:
+            logger.warning("provider cache: could not share {}: {}", key[:12], exc)
+
+    async def obtain(self, key: str, ext: str, dest: Path, produce: Produce) -> None:
+        """Fill ``dest`` from Storage, or by ``produce`` once across the fleet, then share it."""
+        if await self.get(key, ext, dest):
+            return
+        if self.lock is None or self.wait_s <= 0:
+            await produce(dest)
+            await self.put(key, ext, dest)
+            return
+        deadline = time.monotonic() + self.wait_s
+        async with self.lock.session() as conn:
+            while conn is not None:
+                try:
+                    locked = await FleetLock.try_lock(conn, key)
+                except psycopg.Error as exc:
+                    logger.warning("provider cache: fleet lock failed: {}", type(exc).__name__)
+                    break
+                if locked:
+                    try:
+                        if await self.get(key, ext, dest):  # paid for while we were waiting
+                            return
+                        await produce(dest)
+                        await self.put(key, ext, dest)
+                        return
+                    finally:
+                        await FleetLock.release(conn)
+                if time.monotonic() >= deadline:
+                    logger.warning(
+                        "provider cache: waited {:.0f}s for another worker's identical request; paying",
+                        self.wait_s,
+                    )
+                    break
+                await asyncio.sleep(self.poll_s)
+                if await self.get(key, ext, dest):
+                    return
+        await produce(dest)
+        await self.put(key, ext, dest)
+
+
+_shared: SharedCache | None = None
+
+
+def install_shared(shared: SharedCache | None) -> None:
+    """Use ``shared`` as level 2 in this process (None: level 1 only)."""
+    global _shared
+    _shared = shared
+
+
+def shared_level() -> SharedCache | None:
+    return _shared
+
+
+async def fill(cache: AudioCache, key: str, ext: str, dest: Path, produce: Produce) -> Path:
+    """Fill ``dest`` with the audio for ``key``: from level 1, else level 2, else ``produce`` (once
+    across this dyno's workers, and across the fleet when level 2 has its lock); store it in both."""
+    if (hit := cache.get(key, ext)) is not None:
+        logger.debug("provider cache hit {}", key[:12])
+        return copy_atomic(hit, dest)
+    async with cache.lock(key):
+        if (hit := cache.get(key, ext)) is not None:
+            logger.debug("provider cache hit {} (after waiting)", key[:12])
+            return copy_atomic(hit, dest)
+        shared = _shared if cache.enabled else None
+        if shared is None:
+            await produce(dest)
+        else:
+            await shared.obtain(key, ext, dest, produce)
+        cache.put(key, ext, dest)
+    return dest

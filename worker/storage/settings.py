@@ -6,7 +6,7 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.storage.quirks import SINGLE_UPLOAD_LIMIT_MB
@@ -90,6 +90,27 @@ class StorageSettings(BaseSettings):
     storage_connect_timeout_s: float = Field(10.0, gt=0, le=300, description="Connect timeout of S3 calls.")
     storage_read_timeout_s: float = Field(60.0, gt=0, le=3600, description="Read timeout of S3 calls.")
 
+    # --- the provider cache's second level ------------------------------------------------
+    provider_cache_shared: bool = Field(
+        True,
+        description="Share paid provider audio between dynos in Storage (the provider cache's second "
+        "level; needs PROVIDER_CACHE_ENABLED).",
+    )
+    provider_cache_bucket: str | None = Field(
+        None,
+        description="Bucket of the shared provider cache; the master bucket when unset (may be private).",
+    )
+    provider_cache_prefix: str = Field(
+        "provider-cache", description="Key prefix of the shared provider cache: {prefix}/{k[:2]}/{k}.{ext}."
+    )
+    provider_cache_wait_s: float = Field(
+        900.0,
+        ge=0,
+        le=7200,
+        description="How long an identical request waits for the worker paying for it before paying "
+        "itself; 0 = no fleet-wide lock.",
+    )
+
     @field_validator("supabase_url")
     @classmethod
     def _check_supabase_url(cls, value: str | None) -> str | None:
@@ -100,24 +121,25 @@ class StorageSettings(BaseSettings):
     def _check_endpoint(cls, value: str | None) -> str | None:
         return _http_url(value, "STORAGE_S3_ENDPOINT")
 
-    @field_validator("storage_preview_bucket", mode="before")
+    @field_validator("storage_preview_bucket", "provider_cache_bucket", mode="before")
     @classmethod
-    def _blank_is_none(cls, value: object) -> object:
+    def _blank_bucket_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("supabase_storage_bucket", "storage_preview_bucket")
+    @field_validator("supabase_storage_bucket", "storage_preview_bucket", "provider_cache_bucket")
     @classmethod
     def _check_bucket(cls, value: str | None) -> str | None:
         if value is not None and not _BUCKET_RE.match(value):
             raise ValueError(f"bucket name {value!r}: use letters, digits, '.', '_' or '-' (1-100 chars)")
         return value
 
-    @field_validator("storage_path_prefix")
+    @field_validator("storage_path_prefix", "provider_cache_prefix")
     @classmethod
-    def _check_prefix(cls, value: str) -> str:
+    def _check_prefix(cls, value: str, info: ValidationInfo) -> str:
         value = value.strip().strip("/")
         if not _PREFIX_RE.match(value) or ".." in value.split("/") or "//" in value:
-            raise ValueError(f"STORAGE_PATH_PREFIX {value!r}: use letters, digits, '.', '_', '-' and '/'")
+            name = str(info.field_name).upper()
+            raise ValueError(f"{name} {value!r}: use letters, digits, '.', '_', '-' and '/'")
         return value
 
     @model_validator(mode="after")
@@ -144,6 +166,11 @@ class StorageSettings(BaseSettings):
     def preview_bucket(self) -> str:
         """The preview bucket; the master bucket when STORAGE_PREVIEW_BUCKET is unset."""
         return self.storage_preview_bucket or self.supabase_storage_bucket
+
+    @property
+    def provider_cache_bucket_name(self) -> str:
+        """The shared provider cache's bucket; the master bucket when PROVIDER_CACHE_BUCKET is unset."""
+        return self.provider_cache_bucket or self.supabase_storage_bucket
 
     @property
     def multipart_threshold(self) -> int:

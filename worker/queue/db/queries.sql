@@ -76,3 +76,10 @@ select audio_queue.webhook_delivered(%(id)s, %(delivery_id)s);
 
 -- name: webhook_attempt_failed
 select audio_queue.webhook_attempt_failed(%(id)s, %(delivery_id)s, %(error)s, %(retry_in)s, %(give_up)s);
+
+-- name: provider_call_lock
+-- The provider cache's fleet-wide lock of one request (worker/providers/cache.py FleetLock): held
+-- by the open transaction of the worker that pays for it, so it ends with that transaction or its
+-- connection. Its own lock space (two int keys), keyed by the request's first 32 bits.
+select pg_try_advisory_xact_lock(hashtext('audio_queue.provider_cache'),
+                                 ('x' || left(%(key)s, 8))::bit(32)::int);
