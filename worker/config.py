@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, TypeVar
 
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -117,8 +118,6 @@ class WorkerSettings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or an error."""
-        from worker.queue.db.connect import password_of
-
         out = []
         for url in (self.database_url, self.listen_database_url):
             if url is not None:
@@ -157,6 +156,14 @@ def describe_validation_error(exc: ValidationError) -> str:
         )
         lines.append(f"{name}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def password_of(url: str) -> str | None:
+    """The password inside a libpq URL or key=value string, or None (a secret to mask everywhere)."""
+    try:
+        return conninfo_to_dict(url).get("password") or None  # type: ignore[return-value]
+    except Exception:
+        return None
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -5,20 +5,27 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from loguru import logger
 
 _secrets: list[str] = []
+_KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*.]{6,}")
 
 
-def redact(text: str) -> str:
-    """Mask every registered secret in ``text``."""
-    for s in _secrets:
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Mask every registered secret, every one of ``secrets`` and anything shaped like an API key.
+
+    The one masking function: logs, health/metrics answers, webhook and job error messages and
+    provider errors (which may echo the key they were sent) all go through it.
+    """
+    for s in (*secrets, *_secrets):
         if s and s in text:
             text = text.replace(s, "***")
-    return text
+    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
 
 
 def _patch(record: dict[str, Any]) -> None:

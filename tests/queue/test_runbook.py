@@ -84,6 +84,6 @@ def test_purge_keeps_recent_and_unfinished_jobs(db_url, conn):
     conn.execute(
         "update audio_queue.jobs set completed_at = now() - interval '40 days' where id = %s", (old,)
     )
-    psql(db_url, "purge_completed.sql")
+    psql(db_url, "purge_finished.sql")
     left = {str(r[0]) for r in conn.execute("select id from audio_queue.jobs")}
     assert left == {recent, str(waiting)}

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import psycopg
 
-from worker.config import load_worker_settings
-from worker.queue.db.connect import password_of, safe_dsn
+from worker.config import load_worker_settings, password_of
+from worker.queue.db.connect import safe_dsn
 
 
 class CommandError(Exception):

@@ -14,9 +14,9 @@ import psycopg
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from worker.config import WorkerSettings, describe_validation_error
+from worker.config import WorkerSettings, describe_validation_error, password_of
 from worker.providers.settings import ProviderSettings
-from worker.queue.db.connect import password_of, plan_connections, safe_dsn
+from worker.queue.db.connect import plan_connections, safe_dsn
 from worker.queue.db.migrate import required_version, schema_problem
 from worker.queue.db.queries import q
 from worker.render.settings import RenderSettings

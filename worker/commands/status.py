@@ -79,9 +79,9 @@ def describe(job: dict[str, Any]) -> str:
             lines.append(f"  {key.removesuffix('_at'):<9} {job[key]}")
     if job["status"] in ("pending", "queued"):
         lines.append(f"  run at    {job['run_at']}")
-    for key in ("wav_url", "mp3_url"):
-        if job.get(key):
-            lines.append(f"  {key:<9} {job[key]}")
+    for label, column in (("master", "wav_url"), ("preview", "mp3_url")):  # wav_url: the master, WAV or FLAC
+        if job.get(column):
+            lines.append(f"  {label:<9} {job[column]}")
     if job.get("error_message"):
         lines.append(f"  error     {job['error_message']}")
     elif job.get("last_error") and job["status"] != "completed":

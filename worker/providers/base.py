@@ -15,7 +15,6 @@ import asyncio
 import email.utils
 import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -27,6 +26,7 @@ import httpx
 from loguru import logger
 
 from worker.errors import PermanentError
+from worker.logs import redact
 from worker.observe import metrics
 from worker.providers.audio import InvalidAudio, validate_audio
 
@@ -40,7 +40,6 @@ QUOTA_CODES = frozenset(
         "insufficient_balance",
     }
 )
-_KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*.]{6,}")
 MAX_ERROR_BODY = 64 * 1024
 
 
@@ -52,12 +51,9 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove every secret (and anything shaped like an API key) from ``text``; cap its length."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
+def _masked(text: str, secrets: Iterable[str]) -> str:
+    """A provider's error text without secrets (``worker.logs.redact``), capped at 500 characters."""
+    text = redact(text, secrets)
     return text if len(text) <= 500 else text[:497] + "..."
 
 
@@ -105,7 +101,7 @@ def classify(
     if fault is None:
         snippet = body[:200].decode("utf-8", errors="replace").strip()
         fault = ProviderFault(code=response.reason_phrase or "error", message=snippet or "(empty body)")
-    text = redact(f"{provider}: HTTP {status} {fault.code}: {fault.message}", secrets)
+    text = _masked(f"{provider}: HTTP {status} {fault.code}: {fault.message}", secrets)
     if status == 429 and fault.code.lower() not in QUOTA_CODES:
         return TransientError(text, parse_retry_after(response.headers))
     if status in (408, 425) or status >= 500:
@@ -199,7 +195,7 @@ async def _stream_audio(
             if not ctype.startswith(AUDIO_TYPES):
                 head = (await response.aread())[:120].decode("utf-8", errors="replace")
                 raise TransientError(
-                    redact(
+                    _masked(
                         f"{provider}: HTTP {response.status_code} returned {ctype or 'no content-type'}, "
                         f"not audio: {head!r}",
                         secrets,

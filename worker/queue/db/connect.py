@@ -21,14 +21,6 @@ from psycopg_pool import AsyncConnectionPool
 from worker.config import WorkerSettings
 
 
-def password_of(url: str) -> str | None:
-    """The password inside a libpq URL or key=value string, or None."""
-    try:
-        return conninfo_to_dict(url).get("password") or None  # type: ignore[return-value]
-    except Exception:
-        return None
-
-
 def safe_dsn(url: str) -> str:
     """A conninfo rendered for humans: host, port, database and user, never the password."""
     try:
