@@ -5,6 +5,7 @@ crossfaded loops, the true-peak ceiling on master and preview."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,54 @@ def test_layer_edges_without_fades_do_not_click(tmp_path: Path, settings: Render
     x, sr = decode(r.master)
     for edge in (1.0, 3.013, 3.5, 4.7347):
         assert click_db(x, sr, edge) < -40, f"click at {edge} s: {click_db(x, sr, edge):.1f} dB"
+
+
+def make_clip(path: Path, expr: str, seconds: float, sr: int = 44100) -> Path:
+    """A stereo clip of an aevalsrc expression of ``t`` (wav, or mp3 by the file's suffix)."""
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    f"aevalsrc=exprs='{expr}':sample_rate={sr}:duration={seconds}", "-ac", "2", str(path)],
+                   check=True)  # fmt: skip
+    return path
+
+
+def block_rms_db(x: np.ndarray, sr: int, block_s: float) -> np.ndarray:
+    n = int(block_s * sr)
+    blocks = x[: x.shape[0] // n * n].astype(np.float64).reshape(-1, n, x.shape[1])
+    return 10 * np.log10(np.mean(np.square(blocks), axis=(1, 2)) + 1e-20)
+
+
+def test_looped_mp3_keeps_time_and_never_falls_silent(tmp_path: Path, settings: RenderSettings) -> None:
+    """20 s over a 0.5 s MP3 loop: no silence at the seams nor at the end (each pass over an MP3 used
+    to add its ~25 ms encoder delay: the track fell silent before its end)."""
+    loop = make_clip(tmp_path / "loop.mp3", "0.3*sin(2*PI*220*t)", 0.5)
+    r = run({"duration_s": 20, "layers": [{"type": "music", "object": "b/loop.mp3"}]},
+            tmp_path / "out", settings, {"layers[0]": loop})  # fmt: skip
+    x, sr = decode(r.master)
+    levels = block_rms_db(window(x, sr, 0.1, 19.8), sr, 0.1)
+    assert levels.min() > np.median(levels) - 1.0, (
+        f"a 100 ms block fell to {levels.min() - np.median(levels):.1f} dB"
+    )
+
+
+def test_loop_seams_are_crossfaded_and_a_seamless_loop_is_exact(
+    tmp_path: Path, settings: RenderSettings
+) -> None:
+    """A clip whose end does not meet its start (a 1.01 s clip of 440 Hz stops mid-cycle) has no
+    click at any seam; a seamless clip (whole cycles) repeats exactly, period = its length."""
+    broken = make_clip(tmp_path / "broken.wav", "0.3*sin(2*PI*440*t)", 1.0123)
+    seamless = make_clip(tmp_path / "seamless.wav", "0.3*sin(2*PI*441*t)", 1.0)
+    r = run({"duration_s": 5, "loudness": {"target_lufs": -20}, "layers": [
+             {"type": "music", "object": "b/broken.wav"},
+             {"type": "music", "object": "b/seamless.wav", "start_s": 2.5, "duration_s": 2.5}]},
+            tmp_path / "out", settings, {"layers[0]": broken, "layers[1]": seamless})  # fmt: skip
+    x, sr = decode(r.master, channels=1)
+    period = 1.0123 - 0.1  # the default 0.1 s crossfade shortens the period
+    for k in range(1, 3):
+        seam = 1.0123 - 0.1 + (k - 1) * period  # each seam sits inside a crossfade from here on
+        assert click_db(x, sr, seam, around_s=0.06) < -40, f"click at seam {k}"
+    r2 = run({"duration_s": 4, "loudness": {"target_lufs": -20}, "layers": [{"type": "music", "object": "b/s.wav"}]},
+             tmp_path / "out2", settings, {"layers[0]": seamless})  # fmt: skip
+    y, sr = decode(r2.master, channels=1)
+    a, b = int(0.5 * sr), int(2.5 * sr)
+    assert np.abs(y[a:b] - y[a + sr : b + sr]).max() < 1e-4  # the loop repeats exactly, period 1 s
+    assert click_db(y, sr, 1.0) < -40 and click_db(y, sr, 2.0) < -40

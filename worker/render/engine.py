@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -23,6 +24,7 @@ from worker.render.graph import (
     measure_command,
     mix_command,
 )
+from worker.render.loops import prepare_loop
 from worker.render.loudness import (
     SILENCE_LUFS,
     GainPlan,
@@ -34,7 +36,7 @@ from worker.render.loudness import (
 )
 from worker.render.probe import probe_audio
 from worker.render.settings import RenderSettings
-from worker.render.spec import RenderSpec
+from worker.render.spec import MusicLayer, RenderSpec
 
 MIX_SHARE = 0.5  # share of the progress bar given to pass 1
 CALIBRATION_SHARE = 0.1  # ... to the calibration passes (only when a limiter is needed)
@@ -134,6 +136,24 @@ async def _probe_inputs(
             raise PermanentError(f"no input audio supplied for {layer.key}")
         path = Path(inputs[layer.key])
         out[layer.key] = LayerInput(path, await probe_audio(path, layer.key, settings.ffprobe_path))
+    return out
+
+
+async def _prepare_loops(
+    spec: RenderSpec, layer_inputs: dict[str, LayerInput], passes: _Passes
+) -> dict[str, LayerInput]:
+    """Looped music decoded once to PCM with its seam crossfaded (loops.py)."""
+    out = dict(layer_inputs)
+    for layer in spec.layers:
+        if isinstance(layer, MusicLayer) and layer.loop:
+            inp = layer_inputs[layer.key]
+            loop = await prepare_loop(
+                inp.path, layer.key, passes.tmp, sample_rate=spec.sample_rate,
+                crossfade_s=layer.loop_crossfade_s, ffmpeg_path=passes.settings.ffmpeg_path,
+                duration_s=inp.info.duration_s, stall_timeout_s=passes.settings.stall_timeout_s,
+                redact=passes.redact,
+            )  # fmt: skip
+            out[layer.key] = dataclasses.replace(inp, loop=loop)
     return out
 
 
@@ -237,6 +257,7 @@ async def _render(
     redact = [str(tmp), *(str(v.path.parent) for v in layer_inputs.values())]
     passes = _Passes(tmp, redact, duration, settings, on_progress)
     try:
+        layer_inputs = await _prepare_loops(spec, layer_inputs, passes)
         measured_in = await _mix(spec, layer_inputs, passes)
         plan = plan_gain(measured_in, spec.loudness.target_lufs, spec.loudness.true_peak_dbtp)
         plan = await _calibrate(plan, measured_in, spec, passes)

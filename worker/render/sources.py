@@ -48,11 +48,14 @@ def db_to_lin(db: float) -> float:
 
 @dataclass(frozen=True)
 class LoopFiles:
-    """A looped input decoded once to PCM: ``intro`` plays once, then ``unit`` repeats, so the
-    loop period is exact to the sample and its seam is crossfaded (see loops.py)."""
+    """A looped input decoded once to PCM (loops.py): the first ``intro_frames`` of ``source``
+    play once, then ``unit`` repeats, so the period (``period_frames``) is exact to the sample
+    and every seam is crossfaded (or already seamless)."""
 
-    intro: Path
+    source: Path
+    intro_frames: int
     unit: Path
+    period_frames: int
 
 
 @dataclass(frozen=True)
@@ -99,18 +102,17 @@ def speech(layer: SpeechLayer, ctx: SourceContext) -> Stream:
 
 
 def music(layer: MusicLayer, ctx: SourceContext) -> Stream:
-    """The file as is, or (looped) its PCM intro followed by the crossfaded unit repeated."""
+    """The file as is, or (looped) its decoded intro followed by the loop unit repeated."""
     inp = ctx.input
     assert inp is not None
     if inp.loop is None:
-        opts: dict[str, Any] = {"t": num(ctx.length)}
-        if layer.loop:
-            opts["stream_loop"] = -1
-        return ffmpeg.input(str(inp.path), **opts)["a:0"]
-    intro = ffmpeg.input(str(inp.loop.intro))["a:0"]
-    unit = ffmpeg.input(str(inp.loop.unit), stream_loop=-1, t=num(ctx.length + 1.0))["a:0"]
-    joined = ffmpeg.filter([intro, unit], "concat", n=2, v=0, a=1)
-    return joined.filter("atrim", end_sample=round(ctx.length * ctx.sample_rate))
+        return ffmpeg.input(str(inp.path), t=num(ctx.length))["a:0"]
+    loop = inp.loop
+    unit = ffmpeg.input(str(loop.unit), stream_loop=-1, t=num(ctx.length + 1.0))["a:0"]
+    if loop.intro_frames:
+        intro = ffmpeg.input(str(loop.source))["a:0"].filter("atrim", end_sample=loop.intro_frames)
+        unit = ffmpeg.filter([intro, unit], "concat", n=2, v=0, a=1)
+    return unit.filter("asetpts", "N/SR/TB").filter("atrim", end_sample=round(ctx.length * ctx.sample_rate))
 
 
 def solfeggio(layer: SolfeggioLayer, ctx: SourceContext) -> Stream:

@@ -162,6 +162,8 @@ class MusicLayer(LayerBase):
     url: HttpUrl | None = None
     generate: GeneratedMusic | None = None
     loop: bool = True
+    loop_crossfade_s: rng(0, 10, "s") = 0.1
+    """Equal-power crossfade at each loop seam (0: butt-joined); a seamless input is looped as is."""
     duck: Duck | None = None
 
     @field_validator("duck", mode="before")
