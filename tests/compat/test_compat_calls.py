@@ -290,6 +290,16 @@ def s_webhook_attempt_failed(conn: psycopg.Connection, sql: str) -> None:
     assert scalar(conn, "select count(*) from audio_queue.webhook_outbox") == 0
 
 
+def s_provider_call_lock(conn: psycopg.Connection, sql: str) -> None:
+    key = "ab" * 32
+    assert one(conn, sql, key=key) is True  # autocommit: released with its statement
+    with psycopg.connect(conn.info.dsn, password=conn.info.password) as holder:  # a payer's open transaction
+        assert one(holder, sql, key=key) is True
+        assert one(conn, sql, key=key) is False
+        assert one(conn, sql, key="cd" * 32) is True  # another request is not blocked
+    assert one(conn, sql, key=key) is True  # the payer's connection ended: free again
+
+
 Scenario = Callable[[psycopg.Connection, str], None]
 
 # Statement name (as in queries.sql; renamed statements keep their old names too) -> scenario.
@@ -317,6 +327,7 @@ SCENARIOS: dict[str, Scenario] = {
     "claim_webhook_notices": s_claim_webhook_notices,
     "webhook_delivered": s_webhook_delivered,
     "webhook_attempt_failed": s_webhook_attempt_failed,
+    "provider_call_lock": s_provider_call_lock,
 }
 
 
