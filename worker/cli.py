@@ -13,7 +13,10 @@ from importlib import import_module
 # command -> (module, one-line help). Each module exposes ``main(argv: list[str]) -> int``.
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("worker.commands.run", "claim and process jobs until SIGTERM"),
-    "migrate": ("worker.commands.migrate", "apply pending migrations from migrations/"),
+    "migrate": (
+        "worker.commands.migrate",
+        "check this ffmpeg can render, then apply pending migrations (--skip-tool-check: no ffmpeg here)",
+    ),
     "render": ("worker.commands.render", "render a spec file locally (no database, no storage)"),
     "settings": ("worker.commands.settings", "print every setting with its default and range"),
     "check": ("worker.commands.check", "readiness: config, ffmpeg, database schema, storage access"),
