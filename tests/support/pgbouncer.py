@@ -124,9 +124,9 @@ class PgBouncer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        """SIGINT (fast shutdown) to the pid we started, SIGKILL if it lingers; remove the temp dir."""
+        """SIGTERM (immediate shutdown) to the pid we started, SIGKILL if it lingers; remove the temp dir."""
         if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGINT)
+            os.kill(self.pid, signal.SIGTERM)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
