@@ -11,22 +11,28 @@ import tempfile
 from pathlib import Path
 
 from worker.errors import JobError, PayloadError
+from worker.render.deliverables import Deliverables, make_deliverables
 from worker.render.engine import RenderResult, render
 from worker.render.parse import parse_spec
 from worker.render.settings import RenderSettings
 from worker.render.spec import MusicLayer, RenderSpec, SpeechLayer
+from worker.render.tags import read_cover
+
+COVER = "tags.cover"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m worker render",
-        description="Render a spec file locally to DIR/master.{wav,flac} and DIR/preview.mp3.",
+        description="Render a spec file locally to DIR/master.{wav,flac} and DIR/preview.mp3 "
+        "(and DIR/full.mp3, DIR/peaks.json when the spec asks).",
     )
     p.add_argument("spec", type=Path, help="spec JSON file (spec_version 1 or the legacy music job)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
         "--input", action="append", default=[], metavar="KEY=FILE",
-        help="audio file for a speech/music layer, e.g. layers[0]=voice.wav (repeatable)",
+        help="audio file for a speech/music layer, e.g. layers[0]=voice.wav, or the cover image "
+        "tags.cover=cover.jpg (repeatable)",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -86,10 +92,13 @@ class _Bar:
             print(f"rendering {pct:5.1f}%", file=sys.stderr, flush=True)
 
 
-def _summary(r: RenderResult) -> str:
+def _summary(r: RenderResult, extra: Deliverables) -> str:
     lra = "n/a" if r.lra is None else f"{r.lra:.1f} LU"
+    files = "".join(
+        f"{name + ':':<10}{path}\n" for name, path in (("full", extra.full), ("peaks", extra.peaks)) if path
+    )
     return (
-        f"master:   {r.master}\npreview:  {r.preview}\n"
+        f"master:   {r.master}\npreview:  {r.preview}\n{files}"
         f"duration: {r.duration_s:.3f} s ({r.sample_rate} Hz, {r.master_format} {r.master_bit_depth}-bit)\n"
         f"loudness: {r.integrated_lufs:.1f} LUFS integrated (target {r.target_lufs:g}), "
         f"true peak {r.true_peak_dbtp:.1f} dBTP (ceiling {r.ceiling_dbtp:g}), LRA {lra}\n"
@@ -114,13 +123,13 @@ def main(argv: list[str]) -> int:
     try:
         settings = RenderSettings()
         spec = parse_spec(payload, settings)
-        unknown = set(given) - {x.key for x in spec.input_layers()}
+        unknown = set(given) - {x.key for x in spec.input_layers()} - {COVER}
         if unknown:
             print(f"error: --input for no speech/music layer: {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
         work = Path(tempfile.mkdtemp(prefix="render-cli-"))
         try:
-            result = asyncio.run(_run(spec, given, work, args.out, settings, _Bar(not args.quiet)))
+            result, extra = asyncio.run(_run(spec, given, work, args.out, settings, _Bar(not args.quiet)))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     except JobError as exc:
@@ -129,12 +138,22 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    print(json.dumps(result.model_dump(mode="json"), indent=2) if args.json else _summary(result))
+    if args.json:
+        doc = result.model_dump(mode="json") | {"full": extra.full and str(extra.full),
+               "peaks": extra.peaks and str(extra.peaks), "chapters": [vars(c) for c in extra.chapters]}  # fmt: skip
+        print(json.dumps(doc, indent=2))
+    else:
+        print(_summary(result, extra))
     return 0
 
 
 async def _run(
     spec: RenderSpec, given: dict[str, Path], work: Path, out: Path, settings: RenderSettings, bar: _Bar
-) -> RenderResult:
+) -> tuple[RenderResult, Deliverables]:
+    wants_cover = spec.tags is not None and spec.tags.cover is not None
+    if wants_cover and COVER not in given:
+        raise PayloadError(COVER, f"a storage object: pass --input {COVER}=FILE")
+    cover = read_cover(given.pop(COVER)) if COVER in given else None
     inputs = await _inputs(spec, given, work)
-    return await render(spec, inputs, out, on_progress=bar, settings=settings)
+    result = await render(spec, inputs, out, on_progress=bar, settings=settings)
+    return result, await make_deliverables(spec, result, cover=cover, settings=settings)

@@ -1,8 +1,9 @@
 """The job pipeline (``JOB_HANDLER=worker.job.pipeline:render_job``, the default).
 
-One job: validate the spec -> fetch each speech/music layer's audio (providers, storage, URL) ->
-render master + MP3 preview (ffmpeg) -> upload both -> return the result the claim loop completes
-the job with. Progress: fetching 0-30 (split across input layers), render 30-90, upload 90-100;
+One job: validate the spec -> fetch each speech/music layer's audio (providers, storage, URL) and
+the cover art -> render master + MP3 preview (ffmpeg) -> the extra deliverables (full-length MP3,
+waveform peaks; tags and chapters in every file) -> upload them all -> return the result the claim
+loop completes the job with. Progress: fetching 0-30 (split across input layers), render 30-90, upload 90-100;
 stages ``tts``/``generate``/``fetch``, ``render``, ``upload``.
 
 Failures are ``worker.errors`` classes, so the claim loop routes them: spec errors and permanent
@@ -10,8 +11,8 @@ provider/storage errors fail the job at once, transient ones are retried with ba
 objects are registered with ``ctx.on_discard`` before each upload starts, so a failed job or a
 refused completion leaves nothing in storage. The job's temp dir is removed whatever happens.
 
-Durable cleanup, for a worker killed between upload and completion: before the first upload both
-keys are noted in the job's row under its lease (``ctx.record_objects``; refused means the job is
+Durable cleanup, for a worker killed between upload and completion: before the first upload every
+key is noted in the job's row under its lease (``ctx.record_objects``; refused means the job is
 no longer ours and nothing is uploaded). ``sweep`` (below) is this module's hook the claim loop
 uses to delete such leftovers: before the job's next attempt, and as rescue leader for jobs that
 ended without one. Completion keeps the result's own objects (SQL trigger, migration 0004).
@@ -33,11 +34,14 @@ from loguru import logger
 from worker import logs
 from worker.config import load_settings
 from worker.errors import JobError, PayloadError, PermanentError, RetryableError
-from worker.job.inputs import fetch_input, stage_of
+from worker.job.inputs import download_object, fetch_input, stage_of
 from worker.providers import ProviderSettings, cache
 from worker.queue.db.queue import Job
 from worker.queue.handlers import JobContext
 from worker.render import RenderResult, RenderSettings, parse_spec, render
+from worker.render.deliverables import Deliverables, make_deliverables
+from worker.render.spec import RenderSpec
+from worker.render.tags import Cover, read_cover
 from worker.render.toolcheck import check_tools
 from worker.storage import Storage, StorageSettings, StoredObject
 
@@ -143,6 +147,7 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     in_flight: list[asyncio.Future[Any]] = []  # an upload thread, which outlives a cancel
     try:
         inputs = await _fetch_inputs(spec.input_layers(), work / "inputs", cfg, ctx)
+        cover = await _fetch_cover(spec, work / "inputs", cfg)
 
         ctx.report(FETCH_END, "render")
         span = RENDER_END - FETCH_END
@@ -154,10 +159,12 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
             on_progress=lambda p: ctx.report(FETCH_END + span * p / 100),
         )
 
+        extra = await make_deliverables(spec, result, cover=cover, settings=cfg.render)
+
         ctx.report(RENDER_END, "upload")
-        master, preview = await _upload(job, result, cfg.storage, ctx, work, in_flight)
+        stored = await _upload(job, result, extra, cfg.storage, ctx, work, in_flight)
         ctx.report(99)
-        return build_result(result, master, preview)
+        return build_result(result, stored, extra)
     finally:
         if not (in_flight and not in_flight[-1].done()):  # else removed once the thread ends
             await asyncio.to_thread(shutil.rmtree, work, True)
@@ -185,27 +192,44 @@ async def _fetch_inputs(
     return inputs
 
 
+async def _fetch_cover(spec: RenderSpec, out_dir: Path, cfg: PipelineConfig) -> Cover | None:
+    """The cover image named by ``tags.cover`` (a storage object), checked: JPEG or PNG, 10 MiB."""
+    if spec.tags is None or spec.tags.cover is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = await asyncio.to_thread(download_object, cfg.storage, spec.tags.cover, out_dir, "tags.cover")
+    return read_cover(path)
+
+
 async def _upload(
     job: Job,
     result: RenderResult,
+    extra: Deliverables,
     storage: Storage,
     ctx: JobContext,
     work: Path,
     in_flight: list[asyncio.Future[Any]],
-) -> tuple[StoredObject, StoredObject]:
-    """Upload master then preview. Both keys are registered for deletion on discard before the
-    first byte is sent, so a failure or cancel between the uploads leaves nothing behind."""
+) -> dict[str, StoredObject]:
+    """Upload master, preview, then the extras (full-length MP3 beside the master, peaks beside
+    the preview), by name. Every key is registered for deletion on discard before the first byte
+    is sent, so a failure or cancel between the uploads leaves nothing behind."""
     s = storage.settings
     stamp = time.time_ns() // 1_000_000
+
+    def key(ext: str, variant: str | None = None) -> str:
+        return storage.object_key(str(job.id), ext, timestamp_ms=stamp, variant=variant)
+
     plan = [
-        (
-            result.master,
-            s.master_bucket,
-            storage.object_key(str(job.id), result.master.suffix, timestamp_ms=stamp),
-        ),
-        (result.preview, s.preview_bucket, storage.object_key(str(job.id), "mp3", timestamp_ms=stamp)),
+        ("master", result.master, s.master_bucket, key(result.master.suffix)),
+        ("preview", result.preview, s.preview_bucket, key("mp3")),
     ]
-    handles = [StoredObject(bucket=b, key=k, size=0, sha256="", content_type="", url="") for _, b, k in plan]
+    if extra.full is not None:
+        plan.append(("full", extra.full, s.master_bucket, key("mp3", "full")))
+    if extra.peaks is not None:
+        plan.append(("peaks", extra.peaks, s.preview_bucket, key("json", "peaks")))
+    handles = [
+        StoredObject(bucket=b, key=k, size=0, sha256="", content_type="", url="") for _, _, b, k in plan
+    ]
 
     async def discard() -> None:
         logger.info("discarding uploaded objects: {}", ", ".join(f"{h.bucket}/{h.key}" for h in handles))
@@ -216,17 +240,17 @@ async def _upload(
             return
         await ctx.forget_objects(objects)
 
-    objects = [{"bucket": b, "key": k} for _, b, k in plan]
+    objects = [{"bucket": b, "key": k} for _, _, b, k in plan]
     if not await ctx.record_objects(objects):
         raise RetryableError("the job is no longer this worker's (lease lost or job ended): nothing uploaded")
     ctx.on_discard(discard)
-    stored: list[StoredObject] = []
-    for n, (path, bucket, key) in enumerate(plan):
-        fut = asyncio.ensure_future(asyncio.to_thread(storage.upload_file, path, bucket=bucket, key=key))
+    stored: dict[str, StoredObject] = {}
+    for n, (name, path, bucket, k) in enumerate(plan):
+        fut = asyncio.ensure_future(asyncio.to_thread(storage.upload_file, path, bucket=bucket, key=k))
         in_flight.append(fut)
-        stored.append(await _uninterruptible(fut, handles, storage, work))
+        stored[name] = await _uninterruptible(fut, handles, storage, work)
         ctx.report(PREVIEW_MARK if n == 0 else None)
-    return stored[0], stored[1]
+    return stored
 
 
 async def _uninterruptible(
@@ -267,10 +291,14 @@ async def sweep(objects: list[dict[str, str]]) -> None:
     await asyncio.to_thread(config().storage.purge, handles)
 
 
-def build_result(r: RenderResult, master: StoredObject, preview: StoredObject) -> dict[str, Any]:
-    """The job's result. ``wav_url`` keeps its column's name even for a FLAC master."""
+def build_result(
+    r: RenderResult, stored: dict[str, StoredObject], extra: Deliverables | None = None
+) -> dict[str, Any]:
+    """The job's result. ``wav_url`` keeps its column's name even for a FLAC master; ``full``,
+    ``peaks`` and ``chapters`` are there when the spec made them."""
     details = r.model_dump(mode="json", exclude={"master", "preview"})
-    return {
+    master, preview = stored["master"], stored["preview"]
+    out: dict[str, Any] = {
         "wav_url": master.url,
         "master_url": master.url,
         "mp3_url": preview.url,
@@ -288,3 +316,12 @@ def build_result(r: RenderResult, master: StoredObject, preview: StoredObject) -
         },
         "render": details,
     }
+    for name in ("full", "peaks"):
+        if name in stored:
+            out[name] = stored[name].model_dump(mode="json")
+    if extra is not None and extra.chapters:
+        out["chapters"] = [
+            {"title": c.title, "start_s": round(c.start_s, 3), "end_s": round(c.end_s, 3)}
+            for c in extra.chapters
+        ]
+    return out

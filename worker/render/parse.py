@@ -57,7 +57,7 @@ def _path(loc: tuple[Any, ...]) -> str:
             skip_tag = False
             continue
         skip_tag = False
-        if part in ("function-after[check()]",) or str(part).startswith(("function-", "constrained-")):
+        if str(part).startswith(("function-", "constrained-", "list[", "literal[")):  # union member labels
             continue
         out += f".{part}" if out else str(part)
     return out or "payload"

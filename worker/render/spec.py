@@ -7,6 +7,7 @@ formats the validated numbers itself.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -385,10 +386,13 @@ class MasterOutput(_Model):
     bit_depth: Literal[16, 24] = 24
 
 
+Mp3Bitrate = Literal[32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320]
+
+
 class PreviewOutput(_Model):
     """MP3 preview: CBR ``bitrate_kbps`` (default 192) or VBR ``vbr_quality`` (0 best .. 9)."""
 
-    bitrate_kbps: Literal[32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320] | None = None
+    bitrate_kbps: Mp3Bitrate | None = None
     vbr_quality: Annotated[int, Field(strict=True, ge=0, le=9)] | None = None
     seconds: rng(1, 86400, "s") | None = None
     """Only the first N seconds (with a short fade-out); default: the whole track."""
@@ -400,9 +404,70 @@ class PreviewOutput(_Model):
         return self
 
 
+class FullOutput(_Model):
+    """The full-length tagged MP3 with chapters (``output.full``; off unless asked: the preview is
+    already the whole track unless ``preview.seconds`` shortens it)."""
+
+    format: Literal["mp3"] = "mp3"
+    bitrate_kbps: Mp3Bitrate | None = None
+    """CBR bitrate (default 192), or ``vbr_quality`` (0 best .. 9)."""
+    vbr_quality: Annotated[int, Field(strict=True, ge=0, le=9)] | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> FullOutput:
+        if self.bitrate_kbps is not None and self.vbr_quality is not None:
+            raise ValueError("vbr_quality: give bitrate_kbps or vbr_quality, not both")
+        return self
+
+
+class PeaksOutput(_Model):
+    """Waveform peaks for players (BBC audiowaveform JSON, version 2; ``output.peaks``). Off unless
+    asked: a job's objects stay master + preview, and a bucket that only allows audio MIME types
+    would refuse the JSON."""
+
+    samples_per_pixel: Annotated[int, Field(strict=True, ge=32, le=1_048_576)] | None = None
+    """Default: a tenth of the sample rate (10 pixels a second: ~150 KB of JSON for 30 minutes)."""
+    bits: Literal[8, 16] = 8
+
+
+def _on_off(v: Any) -> Any:
+    """``true`` = the defaults, ``false`` = none."""
+    return {} if v is True else None if v is False else v
+
+
 class Outputs(_Model):
     master: MasterOutput = MasterOutput()
     preview: PreviewOutput = PreviewOutput()
+    full: FullOutput | None = None
+    peaks: PeaksOutput | None = None
+
+    _shorthand = field_validator("full", "peaks", mode="before")(_on_off)
+
+
+TagText = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class Tags(_Model):
+    """Metadata written into every deliverable: ID3v2.4 (MP3s, WAV master), Vorbis comments (FLAC)."""
+
+    title: TagText | None = None
+    artist: TagText | None = None
+    album: TagText | None = None
+    comment: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+    genre: TagText | None = None
+    year: Annotated[int, Field(strict=True, ge=1000, le=9999)] | None = None
+    cover: ObjectPath | None = None
+    """A JPEG or PNG in storage (``bucket/key`` or a key in the master bucket), at most 10 MiB."""
+
+
+class Chapter(_Model):
+    start_s: Seconds
+    title: TagText
+
+
+Chapters = Annotated[list[Chapter], Field(min_length=1, max_length=256)] | Literal["speech"]
+"""``"speech"``: a chapter at the start of each speech layer, titled by its first words; or
+explicit marks ``[{start_s, title}]`` in increasing time. A chapter lasts until the next one."""
 
 
 class RenderSpec(_Model):
@@ -418,6 +483,15 @@ class RenderSpec(_Model):
     loudness: Loudness = Loudness()
     layers: Annotated[list[Layer], Field(min_length=1)]
     output: Outputs = Outputs()
+    tags: Tags | None = None
+    chapters: Chapters | None = None
+
+    @field_validator("chapters", mode="before")
+    @classmethod
+    def _chapters_shape(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "speech":
+            raise ValueError('must be "speech" or a list of {start_s, title}')
+        return v
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> RenderSpec:
@@ -440,6 +514,14 @@ class RenderSpec(_Model):
                     raise ValueError(
                         f"layers[{i}].start_s: must be before the end of the track ({_fmt(d)} s)"
                     )
+        if isinstance(self.chapters, list):
+            starts = [c.start_s for c in self.chapters]
+            if any(b <= a for a, b in itertools.pairwise(starts)):
+                raise ValueError("chapters: start_s must be strictly increasing")
+            if self.duration_s != "fit" and starts[-1] >= float(self.duration_s):
+                raise ValueError("chapters: every start_s must be before the end of the track")
+        elif self.chapters == "speech" and not any(isinstance(x, SpeechLayer) for x in self.layers):
+            raise ValueError('chapters: "speech" needs at least one speech layer')
         for i, layer in enumerate(self.layers):
             layer._key = f"layers[{i}]"
         return self

@@ -1,0 +1,80 @@
+"""What a render hands out besides master and preview, made from the finished master:
+
+- ``output.full``: a full-length MP3 (opt-in, since the preview is already the whole track unless
+  ``preview.seconds`` shortens it);
+- ``output.peaks`` (opt-in): waveform peaks JSON for players (``worker.render.peaks``);
+- ``tags``/``chapters``: written into every file (``worker.render.tags``); the preview gets the
+  chapters that start within it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from worker.render.engine import RenderResult
+from worker.render.ffmpeg_process import run_ffmpeg
+from worker.render.peaks import write_peaks
+from worker.render.settings import RenderSettings
+from worker.render.spec import FullOutput, RenderSpec
+from worker.render.tags import ChapterMark, Cover, chapter_marks, write_tags
+
+FULL_FILE, PEAKS_FILE = "full.mp3", "peaks.json"
+
+
+@dataclass(frozen=True)
+class Deliverables:
+    full: Path | None = None
+    peaks: Path | None = None
+    chapters: list[ChapterMark] = field(default_factory=list)
+
+
+def full_command(master: Path, dest: Path, full: FullOutput, ffmpeg: str = "ffmpeg") -> list[str]:
+    """Encode the master as the full-length MP3 (LAME, Xing header for exact length and seeking)."""
+    quality = (
+        ["-q:a", str(full.vbr_quality)]
+        if full.vbr_quality is not None
+        else ["-b:a", f"{full.bitrate_kbps or 192}k"]
+    )
+    return [ffmpeg, "-y", "-i", str(master), "-map", "0:a", "-map_metadata", "-1",
+            "-c:a", "libmp3lame", *quality, "-write_xing", "1", str(dest)]  # fmt: skip
+
+
+async def make_deliverables(
+    spec: RenderSpec,
+    result: RenderResult,
+    *,
+    cover: Cover | None = None,
+    settings: RenderSettings | None = None,
+) -> Deliverables:
+    """Encode the full-length MP3, compute the peaks and tag every file, beside ``result.master``."""
+    settings = settings or RenderSettings()
+    out_dir = result.master.parent
+    out = Deliverables(chapters=chapter_marks(spec, result.duration_s))
+    if spec.output.full is not None:
+        dest = out_dir / FULL_FILE
+        await run_ffmpeg(
+            full_command(result.master, dest, spec.output.full, settings.ffmpeg_path),
+            duration_s=result.duration_s, stall_timeout_s=settings.stall_timeout_s, label="full mp3",
+            redact=[str(out_dir)],
+        )  # fmt: skip
+        out = replace(out, full=dest)
+    if spec.output.peaks is not None:
+        p = spec.output.peaks
+        peaks = await write_peaks(
+            result.master, out_dir / PEAKS_FILE, sample_rate=result.sample_rate,
+            samples_per_pixel=p.samples_per_pixel, bits=p.bits, ffmpeg=settings.ffmpeg_path,
+        )  # fmt: skip
+        out = replace(out, peaks=peaks)
+    if spec.tags is not None or out.chapters or cover is not None:
+        in_preview = [c for c in out.chapters if c.start_s < result.preview_duration_s]
+        if in_preview:
+            last = in_preview[-1]
+            in_preview[-1] = replace(last, end_s=min(last.end_s, result.preview_duration_s))
+        files = [(result.master, out.chapters), (result.preview, in_preview)]
+        if out.full is not None:
+            files.append((out.full, out.chapters))
+        for path, marks in files:
+            await asyncio.to_thread(write_tags, path, spec.tags, marks, cover)
+    return out
