@@ -67,12 +67,3 @@ def test_full_mp3_and_peaks_are_uploaded_tagged_and_listed(conn, fleet, s3, tmp_
     assert [c.start_time for c in tags.getall("CHAP")] == [0, 3000]
     doc = json.loads(client.get_object(Bucket=peaks["bucket"], Key=peaks["key"])["Body"].read())
     assert doc["version"] == 2 and doc["samples_per_pixel"] == 4410 and doc["length"] == 40
-
-
-def test_a_cover_that_is_not_an_image_fails_the_job_naming_the_field(conn, fleet, s3, tmp_path):
-    s3.client().put_object(Bucket=s3.bucket, Key="covers/night.png", Body=b"<html>not an image</html>")
-    jid = enqueue(conn, SPEC)
-    fleet.start(**pipeline_env(s3, tmp_path))
-    row = ended(conn, jid)
-    assert row["status"] == "failed" and "tags.cover: must be a JPEG or PNG image" in row["error_message"]
-    assert all_keys(s3) == [f"{s3.bucket}/covers/night.png"]  # nothing rendered was left behind

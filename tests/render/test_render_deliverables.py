@@ -17,9 +17,10 @@ from mutagen.mp3 import MP3
 from mutagen.wave import WAVE
 
 from tests.support.audio import decode, probe
+from worker.errors import PayloadError
 from worker.render import RenderSettings, parse_spec, render
 from worker.render.deliverables import make_deliverables
-from worker.render.tags import Cover
+from worker.render.tags import Cover, read_cover
 
 pytestmark = pytest.mark.timeout(120)
 TAGS = {"title": "Evening calm", "artist": "Quiet Studio", "album": "Sleep well", "comment": "Lie down.",
@@ -160,3 +161,15 @@ def test_speech_chapters_and_id3_in_a_wav_master(tmp_path, speech_wav):
     assert [c[:2] for c in ffprobe(result.master)["chapters"]] == [(0.5, 5.0), (5.0, 9.0)]
     x, sr = decode(result.master)
     assert x.shape == (9 * 44100, 2)  # the ID3 chunk is not audio
+
+
+def test_a_cover_must_be_a_small_jpeg_or_png(tmp_path, cover):
+    png, html, big = tmp_path / "a.png", tmp_path / "a.html", tmp_path / "big.jpg"
+    png.write_bytes(cover.data)
+    html.write_bytes(b"<html>not an image</html>")
+    big.write_bytes(b"\xff\xd8\xff" + bytes(10 * 1024 * 1024))
+    assert read_cover(png) == cover
+    for path, rule in ((html, "must be a JPEG or PNG image"), (big, "must be at most 10 MiB")):
+        with pytest.raises(PayloadError) as err:
+            read_cover(path)
+        assert (err.value.field, err.value.rule) == ("tags.cover", rule)

@@ -13,6 +13,9 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mutagen import MutagenError
+
+from worker.errors import PermanentError
 from worker.render.engine import RenderResult
 from worker.render.ffmpeg_process import run_ffmpeg
 from worker.render.peaks import write_peaks
@@ -76,5 +79,8 @@ async def make_deliverables(
         if out.full is not None:
             files.append((out.full, out.chapters))
         for path, marks in files:
-            await asyncio.to_thread(write_tags, path, spec.tags, marks, cover)
+            try:
+                await asyncio.to_thread(write_tags, path, spec.tags, marks, cover)
+            except MutagenError as exc:
+                raise PermanentError(f"writing tags into the {path.stem} failed: {exc}") from None
     return out
