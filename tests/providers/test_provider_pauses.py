@@ -76,7 +76,7 @@ def test_espeak_pauses_are_exact(out_dir, make_settings):
     settings = make_settings(provider_cache_enabled=False)
     path = run(
         fetch_speech(
-            text='Breathe in. [pause 10s] And out. <break time="1500ms"/> Rest now.',
+            text='[pause 1s] Breathe in. [pause 10s] And out. <break time="1500ms"/> Rest now. [pause 2s]',
             provider="espeak",
             voice=None,
             model=None,
@@ -86,6 +86,10 @@ def test_espeak_pauses_are_exact(out_dir, make_settings):
     )
     (_, first), (_, second) = gaps(path)
     assert abs(first - 10.0) <= 0.002 and abs(second - 1.5) <= 0.002
+    x, sr = decode(path)
+    loud = np.flatnonzero(np.abs(x).max(axis=1) >= SPEECH_FLOOR)
+    assert abs(loud[0] / sr - 1.0) <= 0.002  # a leading pause: speech starts after it
+    assert abs((len(x) - loud[-1] - 1) / sr - 2.0) <= 0.002  # a trailing one: silence after the last word
 
 
 def test_each_piece_is_spoken_and_cached_on_its_own(fake_openai, make_settings, out_dir):

@@ -11,11 +11,11 @@ import re
 import shutil
 import subprocess
 
-# Filters used by worker/render/graph.py and worker/providers/{join,localmusic}.py.
+# Filters used by worker/render/{graph,peaks}.py and worker/providers/{join,localmusic}.py.
 FILTERS = (
     "sine", "aevalsrc", "anoisesrc", "anullsrc", "amovie", "amerge", "amix", "asplit", "apad", "aformat",
     "afade", "atrim", "adelay", "volume", "tremolo", "sidechaincompress", "alimiter", "ebur128",
-    "acrossfade", "aresample", "concat", "lowpass",
+    "acrossfade", "aresample", "concat", "lowpass", "pan", "asetnsamples", "astats", "ametadata", "asetpts",
 )  # fmt: skip
 ENCODERS = ("pcm_s16le", "pcm_s24le", "pcm_f32le", "flac", "libmp3lame")
 MUXERS = ("wav", "w64", "flac", "mp3", "null")
