@@ -55,3 +55,26 @@ def test_two_identical_tones_render_and_sum(tmp_path: Path, settings: RenderSett
     assert all(
         f == pytest.approx(528, abs=0.5) for f in peak_hz_per_channel(window(x, sr, 0.5, 1), sr, 400, 700)
     )
+
+
+def test_two_layers_reading_one_file_build_a_graph(speech_wav: Path) -> None:
+    """A spoken cue repeated ("Breathe in." twice) is one provider file (named by its content), and
+    two unlooped music beds from one generated clip share a file too: each layer still gets its own
+    input."""
+    from worker.render.probe import read_wav_header
+    from worker.render.sources import LayerInput
+
+    info = read_wav_header(speech_wav)
+    assert info is not None
+    cue = {"type": "speech", "text": "Breathe in."}
+    bed = {"type": "music", "object": "beds/rain.wav", "loop": False}
+    spec = parse_spec(
+        {
+            "spec_version": 1,
+            "duration_s": 9,
+            "layers": [cue, {**cue, "start_s": 4}, bed, {**bed, "gain_db": -3}],
+        }
+    )
+    same = LayerInput(speech_wav, info)
+    cmd = mix_command(spec, 9, {f"layers[{i}]": same for i in range(4)}, "ffmpeg")
+    assert cmd.count("-i") == 5  # the silent bed and one input per layer

@@ -96,9 +96,17 @@ def stereo(left: Stream, right: Stream) -> Stream:
     return ffmpeg.filter([left, right], "amerge", inputs=2)
 
 
+def file_input(path: Path, ctx: SourceContext, **options: Any) -> Stream:
+    """An input file read by this layer only. Two layers often read one file (a repeated spoken
+    cue is one provider file, named by its content) and ffmpeg-python would merge their equal input
+    nodes into one with two outgoing edges (a ValueError): the layer's index, spelled as ``./``
+    path segments, makes the name its own while naming the same file."""
+    return ffmpeg.input(f"{path.parent}/{'./' * ctx.index}{path.name}", **options)["a:0"]
+
+
 def speech(layer: SpeechLayer, ctx: SourceContext) -> Stream:
     assert ctx.input is not None
-    return ffmpeg.input(str(ctx.input.path), t=num(ctx.length))["a:0"]
+    return file_input(ctx.input.path, ctx, t=num(ctx.length))
 
 
 def music(layer: MusicLayer, ctx: SourceContext) -> Stream:
@@ -106,11 +114,11 @@ def music(layer: MusicLayer, ctx: SourceContext) -> Stream:
     inp = ctx.input
     assert inp is not None
     if inp.loop is None:
-        return ffmpeg.input(str(inp.path), t=num(ctx.length))["a:0"]
+        return file_input(inp.path, ctx, t=num(ctx.length))
     loop = inp.loop
-    unit = ffmpeg.input(str(loop.unit), stream_loop=-1, t=num(ctx.length + 1.0))["a:0"]
+    unit = file_input(loop.unit, ctx, stream_loop=-1, t=num(ctx.length + 1.0))
     if loop.intro_frames:
-        intro = ffmpeg.input(str(loop.source))["a:0"].filter("atrim", end_sample=loop.intro_frames)
+        intro = file_input(loop.source, ctx).filter("atrim", end_sample=loop.intro_frames)
         unit = ffmpeg.filter([intro, unit], "concat", n=2, v=0, a=1)
     return unit.filter("asetpts", "N/SR/TB").filter("atrim", end_sample=round(ctx.length * ctx.sample_rate))
 
