@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -73,6 +74,14 @@ class FakeServer:
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # The account's limits as the real API counts them (None: unlimited). A request over
+        # either is recorded in ``excess``; ``peak_in_flight`` is the most answered at once.
+        self.max_concurrent: int | None = None
+        self.max_per_window: tuple[int, float] | None = None
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.excess: list[str] = []
+        self._starts: deque[float] = deque()
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> Self:
@@ -98,9 +107,14 @@ class FakeServer:
                 with fake._lock:
                     fake.requests.append(req)
                     scripted = fake._script.popleft() if fake._script else fake._always
+                    fake._count_start()
                     fake._received.notify_all()
-                reply = scripted or fake.respond(req)
-                fake._send(self, req, reply)
+                try:
+                    reply = scripted or fake.respond(req)
+                    fake._send(self, req, reply)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
 
             do_POST = do_GET = do_PUT = _serve
 
@@ -182,6 +196,21 @@ class FakeServer:
     def audio_reply(self, req: RecordedRequest) -> bytes:
         """The audio a 2xx Reply with ``body=None`` serves; overridden by subclasses."""
         return b""
+
+    def _count_start(self) -> None:
+        """Book one request against the account's limits (caller holds the lock)."""
+        now = time.monotonic()
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        if self.max_concurrent is not None and self.in_flight > self.max_concurrent:
+            self.excess.append(f"{self.in_flight} requests at once (limit {self.max_concurrent})")
+        if self.max_per_window is not None:
+            limit, window = self.max_per_window
+            while self._starts and self._starts[0] <= now - window:
+                self._starts.popleft()
+            self._starts.append(now)
+            if len(self._starts) > limit:
+                self.excess.append(f"{len(self._starts)} requests within {window} s (limit {limit})")
 
     # -- sending --------------------------------------------------------------------------
     def _send(self, handler: BaseHTTPRequestHandler, req: RecordedRequest, reply: Reply) -> None:

@@ -35,6 +35,7 @@ from worker import logs
 from worker.config import load_settings
 from worker.errors import JobError, PayloadError, PermanentError, RetryableError
 from worker.job.inputs import download_object, fetch_input, stage_of
+from worker.job.slots import provider_slots
 from worker.providers import ProviderSettings, cache
 from worker.queue.db.queue import Job
 from worker.queue.handlers import JobContext
@@ -146,7 +147,8 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_parent))
     in_flight: list[asyncio.Future[Any]] = []  # an upload thread, which outlives a cancel
     try:
-        inputs = await _fetch_inputs(spec.input_layers(), work / "inputs", cfg, ctx)
+        with provider_slots(job, ctx, cfg.providers):
+            inputs = await _fetch_inputs(spec.input_layers(), work / "inputs", cfg, ctx)
         cover = await _fetch_cover(spec, work / "inputs", cfg)
 
         ctx.report(FETCH_END, "render")

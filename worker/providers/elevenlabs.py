@@ -17,6 +17,7 @@ from urllib.parse import quote
 from worker.errors import PayloadError
 from worker.providers.base import ProviderFault, stream_audio
 from worker.providers.provider import Fields, SpeechCall, SpeechProvider
+from worker.providers.ratelimit import request_slot
 from worker.providers.retry import with_retries
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ async def synthesize(call: SpeechCall) -> None:
     """Synthesize ``call.text`` (under the model's limit) into ``call.dest``."""
     client, settings, fields = call.client, call.settings, call.fields
     key = PROVIDER.key(settings)
-    limiter = PROVIDER.limiter(settings)
+    limits = PROVIDER.limits(settings)
     body: dict[str, Any] = {
         "text": call.text,
         "model_id": fields["model"],
@@ -94,24 +95,23 @@ async def synthesize(call: SpeechCall) -> None:
         body["next_text"] = call.next_text
 
     async def attempt() -> None:
-        if limiter is not None:
-            await limiter.acquire(NAME)
-        request = client.build_request(
-            "POST",
-            f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
-            params={"output_format": fields["output_format"]},
-            json=body,
-            headers={"xi-api-key": key},
-        )
-        await stream_audio(
-            client,
-            request,
-            provider=NAME,
-            dest=call.dest,
-            parse_error=parse_error,
-            secrets=settings.secrets(),
-            total_timeout=settings.provider_total_timeout_s,
-        )
+        async with request_slot(limits):
+            request = client.build_request(
+                "POST",
+                f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
+                params={"output_format": fields["output_format"]},
+                json=body,
+                headers={"xi-api-key": key},
+            )
+            await stream_audio(
+                client,
+                request,
+                provider=NAME,
+                dest=call.dest,
+                parse_error=parse_error,
+                secrets=settings.secrets(),
+                total_timeout=settings.provider_total_timeout_s,
+            )
 
     await with_retries(attempt, policy=call.policy, what=NAME)
 
@@ -129,6 +129,7 @@ PROVIDER = SpeechProvider(
     key_setting="elevenlabs_api_key",
     url_setting="elevenlabs_base_url",
     rate_settings=("elevenlabs_rate_limit", "elevenlabs_rate_window_s"),
+    concurrency_setting="elevenlabs_max_concurrent",
     request_fields=request_fields,
     max_chars=max_chars,
     extension=extension,

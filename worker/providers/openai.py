@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from worker.errors import PayloadError
 from worker.providers.base import ProviderFault, stream_audio
 from worker.providers.provider import Fields, SpeechCall, SpeechProvider
+from worker.providers.ratelimit import request_slot
 from worker.providers.retry import with_retries
 
 if TYPE_CHECKING:
@@ -59,32 +60,31 @@ async def synthesize(call: SpeechCall) -> None:
     """Synthesize ``call.text`` (<= 4096 chars) into ``call.dest``."""
     client, settings, fields = call.client, call.settings, call.fields
     key = PROVIDER.key(settings)
-    limiter = PROVIDER.limiter(settings)
+    limits = PROVIDER.limits(settings)
 
     async def attempt() -> None:
-        if limiter is not None:
-            await limiter.acquire(NAME)
-        request = client.build_request(
-            "POST",
-            f"{settings.openai_base_url}/audio/speech",
-            json={
-                "model": fields["model"],
-                "input": call.text,
-                "voice": fields["voice"],
-                "response_format": fields["response_format"],
-                "speed": fields["speed"],
-            },
-            headers={"Authorization": f"Bearer {key}"},
-        )
-        await stream_audio(
-            client,
-            request,
-            provider=NAME,
-            dest=call.dest,
-            parse_error=parse_error,
-            secrets=settings.secrets(),
-            total_timeout=settings.provider_total_timeout_s,
-        )
+        async with request_slot(limits):
+            request = client.build_request(
+                "POST",
+                f"{settings.openai_base_url}/audio/speech",
+                json={
+                    "model": fields["model"],
+                    "input": call.text,
+                    "voice": fields["voice"],
+                    "response_format": fields["response_format"],
+                    "speed": fields["speed"],
+                },
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            await stream_audio(
+                client,
+                request,
+                provider=NAME,
+                dest=call.dest,
+                parse_error=parse_error,
+                secrets=settings.secrets(),
+                total_timeout=settings.provider_total_timeout_s,
+            )
 
     await with_retries(attempt, policy=call.policy, what=NAME)
 
@@ -96,6 +96,7 @@ PROVIDER = SpeechProvider(
     key_setting="openai_api_key",
     url_setting="openai_base_url",
     rate_settings=("openai_rate_limit", "openai_rate_window_s"),
+    concurrency_setting="openai_max_concurrent",
     request_fields=request_fields,
     max_chars=max_chars,
     extension=extension,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import SecretStr
 
 from worker.errors import PermanentError
-from worker.providers.ratelimit import SlidingWindowLimiter, limiter_for
+from worker.providers.ratelimit import Limits, account_of
 
 if TYPE_CHECKING:  # the settings class derives its provider fields from the registry: no runtime import
     from pathlib import Path
@@ -77,6 +77,7 @@ class Provider:
     key_setting: str | None = None
     url_setting: str | None = None
     rate_settings: tuple[str, str] | None = None  # (requests, window seconds)
+    concurrency_setting: str | None = None  # requests in flight at once (None in the setting: no limit)
     cached: bool = True  # paid output is cached; free local output is recomputed
 
     @property
@@ -105,12 +106,21 @@ class Provider:
             raise PermanentError(f"{self.name}: {self.key_env} is not set")
         return secret.get_secret_value()
 
-    def limiter(self, settings: ProviderSettings) -> SlidingWindowLimiter | None:
-        """The process-wide client-side rate limiter, or None for a provider without one."""
-        if self.rate_settings is None:
+    def limits(self, settings: ProviderSettings) -> Limits | None:
+        """The account's request limits (held fleet-wide under the claim loop), or None without any."""
+        if self.rate_settings is None and self.concurrency_setting is None:
             return None
-        limit, window = (getattr(settings, s) for s in self.rate_settings)
-        return limiter_for(self.name, int(limit), float(window))
+        limit, window = (
+            (getattr(settings, s) for s in self.rate_settings) if self.rate_settings else (None, None)
+        )
+        conc = getattr(settings, self.concurrency_setting) if self.concurrency_setting else None
+        return Limits(
+            provider=self.name,
+            account=account_of(self.key(settings) if self.key_setting else None),
+            max_concurrent=None if conc is None else int(conc),
+            max_requests=None if limit is None else int(limit),
+            window_seconds=None if window is None else float(window),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

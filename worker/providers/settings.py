@@ -45,9 +45,14 @@ class ProviderSettings(BaseSettings):
     openai_response_format: Literal["mp3", "opus", "aac", "flac", "wav"] = Field(
         "mp3", description="Audio format requested from OpenAI."
     )
-    openai_rate_limit: int = Field(50, ge=1, le=100_000, description="Requests per OPENAI_RATE_WINDOW_S.")
+    openai_rate_limit: int = Field(
+        50, ge=1, le=100_000, description="Requests per OPENAI_RATE_WINDOW_S, across the whole fleet."
+    )
     openai_rate_window_s: float = Field(
         60.0, gt=0, le=3600, description="Window of OPENAI_RATE_LIMIT, seconds."
+    )
+    openai_max_concurrent: int | None = Field(
+        None, ge=1, le=1000, description="Requests in flight at once across the whole fleet; unset: no limit."
     )
 
     # --- ElevenLabs --------------------------------------------------------------------------
@@ -74,10 +79,16 @@ class ProviderSettings(BaseSettings):
         0.75, ge=0.0, le=1.0, description="voice_settings.similarity_boost."
     )
     elevenlabs_rate_limit: int = Field(
-        100, ge=1, le=100_000, description="Requests per ELEVENLABS_RATE_WINDOW_S."
+        100, ge=1, le=100_000, description="Requests per ELEVENLABS_RATE_WINDOW_S, across the whole fleet."
     )
     elevenlabs_rate_window_s: float = Field(
         60.0, gt=0, le=3600, description="Window of ELEVENLABS_RATE_LIMIT, seconds."
+    )
+    elevenlabs_max_concurrent: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Your plan's concurrency limit (ElevenLabs counts concurrent requests per account). Requests in flight at once across the whole fleet; unset: no limit.",
     )
 
     # --- Stability Stable Audio ----------------------------------------------------------------
@@ -94,9 +105,14 @@ class ProviderSettings(BaseSettings):
     stable_audio_cfg_scale: float | None = Field(
         None, ge=1.0, le=25.0, description="Unset: the API's default."
     )
-    stable_audio_rate_limit: int = Field(150, ge=1, le=100_000, description="Stability allows 150 per 10 s.")
+    stable_audio_rate_limit: int = Field(
+        150, ge=1, le=100_000, description="Stability allows 150 per 10 s (fleet-wide)."
+    )
     stable_audio_rate_window_s: float = Field(
         10.0, gt=0, le=3600, description="Window of STABLE_AUDIO_RATE_LIMIT, seconds."
+    )
+    stable_audio_max_concurrent: int | None = Field(
+        None, ge=1, le=1000, description="Requests in flight at once across the whole fleet; unset: no limit."
     )
 
     # --- espeak-ng ---------------------------------------------------------------------------
@@ -104,6 +120,19 @@ class ProviderSettings(BaseSettings):
     espeak_voice: str = Field("en-us", description="espeak-ng voice when the layer names none.")
 
     # --- retries and timeouts ----------------------------------------------------------------
+    provider_slot_lease_s: int = Field(
+        30,
+        ge=3,
+        le=600,
+        description="Lease of a fleet-wide provider slot, renewed while its request runs; a dead worker's "
+        "slot is free again after this long.",
+    )
+    provider_slot_wait_max_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="Longest a job waits for a provider slot (its stage says so) before it is retried later.",
+    )
     max_retries: int = Field(3, ge=0, le=10, description="Retries after the first attempt, per HTTP request.")
     retry_delay_ms: int = Field(2000, ge=0, le=600_000, description="Base of the exponential backoff.")
     retry_max_delay_ms: int = Field(30_000, ge=0, le=3_600_000, description="Cap of one backoff sleep.")

@@ -23,6 +23,7 @@ from loguru import logger
 from worker.errors import PayloadError, PermanentError
 from worker.providers.base import ProviderFault, stream_audio
 from worker.providers.provider import Call, Fields, MusicProvider
+from worker.providers.ratelimit import request_slot
 from worker.providers.retry import with_retries
 
 if TYPE_CHECKING:
@@ -105,29 +106,28 @@ async def generate(call: Call) -> None:
     """Generate music for ``call.fields`` into ``call.dest``."""
     client, settings, fields = call.client, call.settings, call.fields
     key = PROVIDER.key(settings)
-    limiter = PROVIDER.limiter(settings)
+    limits = PROVIDER.limits(settings)
     url = endpoint(settings.stable_audio_api_url)
 
     async def attempt() -> None:
-        if limiter is not None:
-            await limiter.acquire(NAME)
-        # files= forces multipart/form-data even though no field is a file
-        request = client.build_request(
-            "POST",
-            url,
-            files={k: (None, str(v)) for k, v in fields.items()},
-            headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
-        )
-        await stream_audio(
-            client,
-            request,
-            provider=NAME,
-            dest=call.dest,
-            parse_error=parse_error,
-            secrets=settings.secrets(),
-            check=_check_finish,
-            total_timeout=settings.provider_total_timeout_s,
-        )
+        async with request_slot(limits):
+            # files= forces multipart/form-data even though no field is a file
+            request = client.build_request(
+                "POST",
+                url,
+                files={k: (None, str(v)) for k, v in fields.items()},
+                headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
+            )
+            await stream_audio(
+                client,
+                request,
+                provider=NAME,
+                dest=call.dest,
+                parse_error=parse_error,
+                secrets=settings.secrets(),
+                check=_check_finish,
+                total_timeout=settings.provider_total_timeout_s,
+            )
 
     await with_retries(attempt, policy=call.policy, what=NAME)
 
@@ -139,6 +139,7 @@ PROVIDER = MusicProvider(
     key_setting="stable_audio_api_key",
     url_setting="stable_audio_api_url",
     rate_settings=("stable_audio_rate_limit", "stable_audio_rate_window_s"),
+    concurrency_setting="stable_audio_max_concurrent",
     request_fields=request_fields,
     extension=extension,
     generate=generate,

@@ -46,6 +46,9 @@ class JobContext:
     # None (a handler run outside the claim loop, e.g. in a test) accepts everything and forgets nothing.
     recorder: Callable[[list[dict[str, str]]], Awaitable[bool]] | None = field(default=None, repr=False)
     forgetter: Callable[[list[dict[str, str]]], Awaitable[object]] | None = field(default=None, repr=False)
+    # Wired by the claim loop: ``await db(fn, *args)`` runs a worker.queue.db.queue call on the
+    # worker's pool with its connection retries (provider slots use it). None outside the loop.
+    db: Callable[..., Awaitable[Any]] | None = field(default=None, repr=False)
 
     def report(self, progress: float | None = None, stage: str | None = None) -> None:
         """Record progress (0-100) and/or the current stage; sent with the next heartbeat."""

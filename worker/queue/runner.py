@@ -47,6 +47,7 @@ class JobRunner:
                 worker_id=self.worker_id,
                 recorder=lambda objects: self.db(queue.record_objects, job, objects),
                 forgetter=lambda objects: forget_objects(self.db, job, objects),
+                db=self.db,
             )
             started = time.monotonic()
             work = asyncio.create_task(self._work(job, ctx))

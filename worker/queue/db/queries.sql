@@ -83,3 +83,22 @@ select audio_queue.webhook_attempt_failed(%(id)s, %(delivery_id)s, %(error)s, %(
 -- connection. Its own lock space (two int keys), keyed by the request's first 32 bits.
 select pg_try_advisory_xact_lock(hashtext('audio_queue.provider_cache'),
                                  ('x' || left(%(key)s, 8))::bit(32)::int);
+
+-- name: acquire_provider_slot
+-- Before a paid provider request: a fleet-wide slot (lease_id), or null and how long to wait.
+select lease_id, retry_after_s from audio_queue.acquire_provider_slot(
+    %(provider)s, %(account)s, %(max_concurrent)s, %(max_requests)s, %(window_seconds)s,
+    %(lease_seconds)s, %(job_id)s, %(worker_id)s);
+
+-- name: renew_provider_slot
+select audio_queue.renew_provider_slot(%(lease_id)s, %(lease_seconds)s);
+
+-- name: release_provider_slot
+select audio_queue.release_provider_slot(%(lease_id)s);
+
+-- name: user_load
+select user_id, running, waiting from audio_queue.user_load(%(limit)s);
+
+-- name: provider_slot_stats
+select provider, account, in_use, max_concurrent, requests_in_window, max_requests, window_seconds
+  from audio_queue.provider_slot_stats();

@@ -156,3 +156,44 @@ async def schema_version(conn: AsyncConnection) -> int | None:
     if not await _scalar(conn, "schema_exists", {}):
         return None
     return int(await _scalar(conn, "schema_version", {}))
+
+
+async def acquire_provider_slot(
+    conn: AsyncConnection,
+    *,
+    provider: str,
+    account: str,
+    max_concurrent: int | None,
+    max_requests: int | None,
+    window_seconds: float | None,
+    lease_seconds: int,
+    job_id: uuid.UUID | None,
+    worker_id: str | None,
+) -> tuple[uuid.UUID | None, float]:
+    """A fleet-wide slot for one provider request: (lease id, 0) or (None, seconds to wait)."""
+    cur = await conn.execute(
+        q("acquire_provider_slot"),
+        {
+            "provider": provider,
+            "account": account,
+            "max_concurrent": max_concurrent,
+            "max_requests": max_requests,
+            "window_seconds": window_seconds,
+            "lease_seconds": lease_seconds,
+            "job_id": job_id,
+            "worker_id": worker_id,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0], float(row[1])
+
+
+async def renew_provider_slot(conn: AsyncConnection, lease_id: uuid.UUID, lease_seconds: int) -> bool:
+    return bool(
+        await _scalar(conn, "renew_provider_slot", {"lease_id": lease_id, "lease_seconds": lease_seconds})
+    )
+
+
+async def release_provider_slot(conn: AsyncConnection, lease_id: uuid.UUID) -> bool:
+    return bool(await _scalar(conn, "release_provider_slot", {"lease_id": lease_id}))

@@ -1,0 +1,183 @@
+"""Fair claiming and fleet-wide provider slots, through the SQL functions (migration fair_share)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from tests.support.jobs import scalar
+
+HEAVY = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
+
+
+def add_jobs(conn, user, n=1, priority=0, age_s=0.0):
+    """n due jobs of ``user`` (None: no user), the oldest ``age_s`` seconds old, one second apart."""
+    conn.execute(
+        "insert into audio_queue.jobs (payload, user_id, priority, run_at) "
+        "select '{}', %s, %s, now() - make_interval(secs => %s) + i * interval '1 millisecond' "
+        "from generate_series(1, %s) i",
+        (user, priority, age_s, n),
+    )
+
+
+def claim(conn, n, worker="w"):
+    return conn.execute(
+        "select user_id, priority from audio_queue.get_next_pending_job(%s, %s, 60)", (worker, n)
+    ).fetchall()
+
+
+def test_a_heavy_backlog_does_not_delay_light_users(conn):
+    add_jobs(conn, HEAVY, 300, age_s=3600)  # queued an hour earlier than everyone else
+    light = [uuid.uuid4() for _ in range(5)]
+    for u in light:
+        add_jobs(conn, u)
+    add_jobs(conn, None)  # jobs without a user are a group of their own
+
+    first = [u for u, _ in claim(conn, 4)]
+    second = [u for u, _ in claim(conn, 4)]
+    # The heavy user gets one turn, then every light user and the no-user group before its second.
+    assert first[0] == HEAVY and first.count(HEAVY) == 1
+    assert set(first[1:] + second[:3]) == set(light) | {None}
+    assert second[3] == HEAVY
+
+
+def test_priority_still_wins_over_fairness(conn):
+    add_jobs(conn, HEAVY, 5, priority=10)
+    add_jobs(conn, uuid.uuid4(), 1, priority=0)
+    got = claim(conn, 5)
+    assert [(u, p) for u, p in got] == [(HEAVY, 10)] * 5
+
+
+def test_fairness_off_claims_in_the_plain_priority_then_run_at_order(conn):
+    conn.execute("update audio_queue.settings set fair_claiming = false")
+    add_jobs(conn, HEAVY, 10, age_s=60)
+    add_jobs(conn, uuid.uuid4(), 1)
+    assert [u for u, _ in claim(conn, 10)] == [HEAVY] * 10
+
+
+def test_the_per_user_cap_holds_and_other_users_still_run(conn):
+    conn.execute("update audio_queue.settings set max_running_per_user = 2")
+    other = uuid.uuid4()
+    add_jobs(conn, HEAVY, 20, age_s=60)
+    add_jobs(conn, other, 1)
+    got = [u for u, _ in claim(conn, 10)]
+    assert sorted(got, key=str) == sorted([HEAVY, HEAVY, other], key=str)
+    assert claim(conn, 10) == []  # the heavy user is at its cap, nobody else waits
+    # One of the heavy user's jobs ends: exactly one more may start.
+    conn.execute(
+        "update audio_queue.jobs set status = 'completed', completed_at = now() where id = "
+        "(select id from audio_queue.jobs where user_id = %s and status = 'processing' limit 1)",
+        (HEAVY,),
+    )
+    assert [u for u, _ in claim(conn, 10)] == [HEAVY]
+
+
+def test_the_cap_holds_under_concurrent_claims(db_url, conn):
+    conn.execute("update audio_queue.settings set max_running_per_user = 3")
+    add_jobs(conn, HEAVY, 200)
+    barrier = threading.Barrier(8)
+
+    def claimer():
+        with psycopg.connect(db_url, autocommit=True) as c:
+            barrier.wait()
+            for _ in range(5):
+                c.execute("select * from audio_queue.get_next_pending_job('t', 2, 60)").fetchall()
+
+    threads = [threading.Thread(target=claimer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert scalar(conn, "select count(*) from audio_queue.jobs where status = 'processing'") == 3
+
+
+def test_old_calls_still_claim(conn):
+    """The previous release's workers call the function with no or positional arguments."""
+    add_jobs(conn, HEAVY, 2)
+    assert len(conn.execute("select * from audio_queue.get_next_pending_job()").fetchall()) == 1
+    assert len(conn.execute("select * from audio_queue.get_next_pending_job('old', 5, 30)").fetchall()) == 1
+
+
+def test_user_load_shows_the_busiest_users(conn):
+    add_jobs(conn, HEAVY, 6)
+    add_jobs(conn, None, 1)
+    claim(conn, 3)
+    rows = conn.execute("select user_id, running, waiting from audio_queue.user_load(5)").fetchall()
+    assert sum(r[1] for r in rows) == 3 and sum(r[2] for r in rows) == 4
+    assert rows[0][0] == HEAVY
+
+
+# Provider slots ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_slots_left(conn):
+    """Slots are not jobs: the db_url fixture leaves them, so each test starts without any."""
+    conn.execute(
+        "truncate audio_queue.provider_leases, audio_queue.provider_requests, audio_queue.provider_limits"
+    )
+
+
+def acquire(conn, provider="elevenlabs", account="acct", conc=None, reqs=None, window=None, lease=30):
+    return conn.execute(
+        "select lease_id, retry_after_s from audio_queue.acquire_provider_slot(%s, %s, %s, %s, %s, %s)",
+        (provider, account, conc, reqs, window, lease),
+    ).fetchone()
+
+
+def test_concurrent_slots_are_limited_and_released(conn):
+    a, _ = acquire(conn, conc=2)
+    b, _ = acquire(conn, conc=2)
+    refused, wait = acquire(conn, conc=2)
+    assert a and b and refused is None and 0 < wait <= 0.25
+    assert acquire(conn, account="other", conc=2)[0] is not None  # accounts are separate
+    assert scalar(conn, "select audio_queue.release_provider_slot(%s)", a) is True
+    assert acquire(conn, conc=2)[0] is not None
+
+
+def test_requests_per_window_are_limited_with_the_wait_until_the_window_frees(conn):
+    for _ in range(3):
+        lease, _ = acquire(conn, reqs=3, window=2)
+        scalar(conn, "select audio_queue.release_provider_slot(%s)", lease)
+    refused, wait = acquire(conn, reqs=3, window=2)
+    assert refused is None and 1.0 < wait <= 2.0
+    time.sleep(wait + 0.05)
+    assert acquire(conn, reqs=3, window=2)[0] is not None
+
+
+def test_a_slot_whose_holder_died_frees_itself_when_its_lease_expires(conn):
+    held, _ = acquire(conn, conc=1, lease=1)
+    assert acquire(conn, conc=1)[0] is None
+    time.sleep(1.1)
+    assert scalar(conn, "select audio_queue.renew_provider_slot(%s, 30)", held) is False
+    assert acquire(conn, conc=1)[0] is not None
+
+
+def test_renewed_slots_stay_held(conn):
+    held, _ = acquire(conn, conc=1, lease=1)
+    for _ in range(3):
+        time.sleep(0.4)
+        assert scalar(conn, "select audio_queue.renew_provider_slot(%s, 1)", held) is True
+    assert acquire(conn, conc=1)[0] is None
+
+
+def test_provider_slot_stats_show_slots_in_use_against_the_limit(conn):
+    acquire(conn, provider="openai", account="k1", conc=4, reqs=50, window=60)
+    acquire(conn, provider="openai", account="k1", conc=4, reqs=50, window=60)
+    row = conn.execute(
+        "select in_use, max_concurrent, requests_in_window, max_requests from audio_queue.provider_slot_stats() "
+        "where provider = 'openai' and account = 'k1'"
+    ).fetchone()
+    assert row == (2, 4, 2, 50)
+
+
+@pytest.mark.parametrize(
+    "args", [(None, "a", 1, None, None, 30), ("p", "a", None, 5, None, 30), ("p", "a", 1, None, None, 0)]
+)
+def test_bad_slot_arguments_are_refused_naming_the_parameter(conn, args):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="acquire_provider_slot: p_"):
+        conn.execute("select * from audio_queue.acquire_provider_slot(%s, %s, %s, %s, %s, %s)", args)
