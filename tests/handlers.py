@@ -70,3 +70,28 @@ async def sleep(job: Job, ctx: JobContext) -> dict[str, Any]:
     if fail == "crash":
         raise RuntimeError("scripted unexpected exception")
     return {"slept_ms": ms, "attempt": job.attempts, "child_pid": proc.pid if proc else None}
+
+
+async def speak(job: Job, ctx: JobContext) -> dict:
+    """Speech for ``payload["text"]`` from the configured provider, taken the way the pipeline takes
+    it (fleet-wide provider slots included), then ``payload["sleep_ms"]`` of work. For the fairness
+    bench: jobs that call a provider without rendering."""
+    import tempfile
+    from pathlib import Path
+
+    from worker.config import load_settings
+    from worker.job.slots import provider_slots
+    from worker.providers import ProviderSettings, fetch_speech
+
+    settings = load_settings(ProviderSettings)
+    with tempfile.TemporaryDirectory() as tmp, provider_slots(job, ctx, settings):
+        await fetch_speech(
+            text=job.payload["text"],
+            provider=None,
+            voice=None,
+            model=None,
+            out_dir=Path(tmp),
+            settings=settings,
+        )
+    await asyncio.sleep(job.payload.get("sleep_ms", 0) / 1000)
+    return {"ok": True}

@@ -176,15 +176,36 @@ def test_stats_prints_counts(db_url, conn):
     complete(conn, jid, lease, error="boom")
     out = worker(db_url, "stats")
     assert out.returncode == 0, out.stderr
+    counts, users = out.stdout.split("\n\n")[:2]
     figures = {
-        line.rsplit("  ", 1)[0].strip(): line.rsplit("  ", 1)[1].strip() for line in out.stdout.splitlines()
+        line.rsplit("  ", 1)[0].strip(): line.rsplit("  ", 1)[1].strip() for line in counts.splitlines()
     }
     assert figures["pending (due now)"] == "2"
     assert figures["scheduled (later)"] == "1"
     assert figures["failed, last 24 h"] == "1"
     assert figures["failure rate, 24 h"] == "100.0%"
+    assert users.splitlines()[1].split() == ["(no", "user)", "0", "3"]  # 2 due + 1 scheduled wait
     js = json.loads(worker(db_url, "stats", "--json").stdout)
     assert (js["pending"], js["scheduled"], js["failed_24h"], js["failure_rate_24h"]) == (2, 1, 1, 1.0)
+    assert js["users"] == [{"user_id": None, "running": 0, "waiting": 3}]
+
+
+def test_stats_shows_the_busiest_users_and_provider_slots(db_url, conn):
+    heavy, light = uuid.UUID(int=7), uuid.UUID(int=8)
+    for user, n in ((heavy, 3), (light, 1)):
+        for _ in range(n):
+            worker(db_url, "enqueue", str(SPEC), "--user-id", str(user), "--no-validate")
+    conn.execute(
+        "truncate audio_queue.provider_leases, audio_queue.provider_requests, audio_queue.provider_limits"
+    )
+    conn.execute("select * from audio_queue.acquire_provider_slot('elevenlabs', 'acct1', 2, 100, 60, 30)")
+    out = worker(db_url, "stats")
+    assert out.returncode == 0, out.stderr
+    assert f"{heavy}        0        3" in out.stdout and f"{light}        0        1" in out.stdout
+    assert "elevenlabs [acct1]  1/2 in flight, 1/100 per 60 s" in out.stdout
+    js = json.loads(worker(db_url, "stats", "--json").stdout)
+    assert js["users"][0] == {"user_id": str(heavy), "running": 0, "waiting": 3}
+    assert js["providers"][0]["in_use"] == 1
 
 
 @pytest.mark.parametrize("cmd", [["stats"], ["status", str(uuid.UUID(int=1))], ["enqueue", str(SPEC)]])

@@ -59,6 +59,11 @@ class RecordedRequest:
         return out
 
 
+class _Server(ThreadingHTTPServer):
+    # Several worker processes connect at once: the default backlog of 5 refuses some of them.
+    request_queue_size = 128
+
+
 class FakeServer:
     """Base fake. Subclasses override ``respond`` (the API's normal behaviour) and ``env``;
     ``bind_host`` may be another loopback address (127.0.0.2) for tests that need two hosts."""
@@ -119,7 +124,7 @@ class FakeServer:
             do_POST = do_GET = do_PUT = _serve
 
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer((self.bind_host, 0), Handler)
+        self._httpd = _Server((self.bind_host, 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,

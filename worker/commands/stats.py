@@ -1,4 +1,5 @@
-"""``python -m worker stats``: the queue at a glance (audio_queue.queue_stats())."""
+"""``python -m worker stats``: the queue at a glance (audio_queue.queue_stats()), the busiest users
+(audio_queue.user_load()) and each provider account's fleet-wide slots (provider_slot_stats())."""
 
 from __future__ import annotations
 
@@ -62,16 +63,40 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m worker stats", description=__doc__)
     ap.add_argument("--json", action="store_true", help="print one JSON object (durations in seconds)")
     args = ap.parse_args(argv)
+    ap.add_argument("--users", type=int, default=5, metavar="N", help="busiest users to show (default 5)")
+    args = ap.parse_args(argv)
     try:
         with connect(PROG) as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(q("queue_stats")).fetchone()
+            users = cur.execute(q("user_load"), {"limit": max(args.users, 0)}).fetchall()
+            providers = cur.execute(q("provider_slot_stats")).fetchall()
     except CommandError as exc:
         return fail(PROG, str(exc))
     assert row is not None
     if args.json:
-        print(json.dumps(to_json(row)))
-    else:
-        width = max(len(v) for v in LABELS.values())
-        for key, label in LABELS.items():
-            print(f"{label:<{width}}  {_human(row.get(key), key)}")
+        out = to_json(row)
+        out["users"] = [{**u, "user_id": None if u["user_id"] is None else str(u["user_id"])} for u in users]
+        out["providers"] = providers
+        print(json.dumps(out))
+        return 0
+    width = max(len(v) for v in LABELS.values())
+    for key, label in LABELS.items():
+        print(f"{label:<{width}}  {_human(row.get(key), key)}")
+    if users:
+        print("\nbusiest users          running  waiting")
+        for u in users:
+            who = str(u["user_id"]) if u["user_id"] is not None else "(no user)"
+            print(f"  {who:<36}  {u['running']:>7}  {u['waiting']:>7}")
+    if providers:
+        print("\nprovider slots (fleet-wide)")
+        for p in providers:
+            print(f"  {p['provider']} [{p['account']}]  {_slots(p)}")
     return 0
+
+
+def _slots(p: dict[str, Any]) -> str:
+    """``2/4 in flight, 37/50 per 60 s`` for one provider account."""
+    conc = f"{p['in_use']}/{p['max_concurrent'] if p['max_concurrent'] is not None else '-'} in flight"
+    if p["max_requests"] is None:
+        return conc
+    return f"{conc}, {p['requests_in_window']}/{p['max_requests']} per {p['window_seconds']:g} s"
