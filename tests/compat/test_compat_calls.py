@@ -300,6 +300,60 @@ def s_provider_call_lock(conn: psycopg.Connection, sql: str) -> None:
     assert one(conn, sql, key=key) is True  # the payer's connection ended: free again
 
 
+def _slot(conn: psycopg.Connection, sql: str, max_concurrent: int | None = 1) -> tuple[Any, Any]:
+    params = {
+        "provider": "elevenlabs",
+        "account": "compat",
+        "max_concurrent": max_concurrent,
+        "max_requests": 100,
+        "window_seconds": 60.0,
+        "lease_seconds": 30,
+        "job_id": None,
+        "worker_id": "old-worker",
+    }
+    (row,) = run(conn, sql, **params)
+    return row[0], row[1]
+
+
+def s_acquire_provider_slot(conn: psycopg.Connection, sql: str) -> None:
+    conn.execute("truncate audio_queue.provider_leases, audio_queue.provider_requests")
+    lease, wait = _slot(conn, sql)
+    assert lease is not None and wait == 0
+    refused, wait = _slot(conn, sql)
+    assert refused is None and wait > 0
+
+
+def _held(conn: psycopg.Connection) -> Any:
+    conn.execute("truncate audio_queue.provider_leases, audio_queue.provider_requests")
+    return scalar(
+        conn, "select lease_id from audio_queue.acquire_provider_slot('openai', 'compat', 1, null, null, 30)"
+    )
+
+
+def s_renew_provider_slot(conn: psycopg.Connection, sql: str) -> None:
+    assert one(conn, sql, lease_id=_held(conn), lease_seconds=60) is True
+    assert one(conn, sql, lease_id=uuid.uuid4(), lease_seconds=60) is False
+
+
+def s_release_provider_slot(conn: psycopg.Connection, sql: str) -> None:
+    lease = _held(conn)
+    assert one(conn, sql, lease_id=lease) is True
+    assert scalar(conn, "select count(*) from audio_queue.provider_leases") == 0
+
+
+def s_user_load(conn: psycopg.Connection, sql: str) -> None:
+    user = uuid.uuid4()
+    enqueue(conn, 2, user_id=user)
+    claim(conn)
+    assert run(conn, sql, limit=5) == [(user, 1, 1)]
+
+
+def s_provider_slot_stats(conn: psycopg.Connection, sql: str) -> None:
+    _held(conn)
+    rows = {r[0]: r for r in run(conn, sql)}
+    assert rows["openai"][2:4] == (1, 1)
+
+
 Scenario = Callable[[psycopg.Connection, str], None]
 
 # Statement name (as in queries.sql; renamed statements keep their old names too) -> scenario.
@@ -328,6 +382,11 @@ SCENARIOS: dict[str, Scenario] = {
     "webhook_delivered": s_webhook_delivered,
     "webhook_attempt_failed": s_webhook_attempt_failed,
     "provider_call_lock": s_provider_call_lock,
+    "acquire_provider_slot": s_acquire_provider_slot,
+    "renew_provider_slot": s_renew_provider_slot,
+    "release_provider_slot": s_release_provider_slot,
+    "user_load": s_user_load,
+    "provider_slot_stats": s_provider_slot_stats,
 }
 
 

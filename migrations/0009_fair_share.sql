@@ -60,7 +60,8 @@ begin
             using errcode = '22023';
     end if;
 
-    select s.fair_claiming, s.max_running_per_user into v_fair, v_cap from audio_queue.settings s;
+    -- queue_settings(): the callers (service_role on Supabase) have no rights on the table itself.
+    select s.fair_claiming, s.max_running_per_user into v_fair, v_cap from audio_queue.queue_settings() s;
     v_fair := coalesce(v_fair, true);
 
     if v_fair or v_cap is not null then
@@ -351,5 +352,5 @@ $$;
 
 call audio_queue.apply_privileges();
 
-insert into audio_queue.schema_migrations (version, name) values (7, '0007_fair_share')
+insert into audio_queue.schema_migrations (version, name) values (9, '0009_fair_share')
 on conflict (version) do nothing;
