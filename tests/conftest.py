@@ -32,9 +32,12 @@ def migrated_url(pg: TestDatabases) -> str:
 
 @pytest.fixture
 def db_url(migrated_url: str) -> str:
-    """The migrated database, emptied of jobs and with default queue settings."""
+    """The migrated database, emptied of jobs and provider slots, with default queue settings."""
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         conn.execute("truncate audio_queue.jobs cascade")  # and the webhook outbox
+        conn.execute(
+            "truncate audio_queue.provider_leases, audio_queue.provider_requests, audio_queue.provider_limits"
+        )
         conn.execute("delete from audio_queue.settings")
         conn.execute("insert into audio_queue.settings default values")
     return migrated_url
