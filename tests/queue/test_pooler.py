@@ -55,7 +55,7 @@ def test_a_transaction_pooler_on_any_port_is_recognised_by_behaviour(db_url, pgb
     # LISTEN_DATABASE_URL pointing at a transaction pooler is refused too.
     both = plan_connections(settings(db_url, listen_database_url=SecretStr(through)))
     assert both.mode == "direct" and both.listen_url == db_url
-    assert "LISTEN_DATABASE_URL is a transaction pooler too" in both.note
+    assert "LISTEN_DATABASE_URL behaves like a transaction pooler" in both.note
 
 
 def test_migrate_and_check_through_the_transaction_pooler(pg, pgbouncer):

@@ -105,7 +105,7 @@ def plan_connections(settings: WorkerSettings, probe: Probe | None = shares_back
             why = "probed at start: one server session per connection" if shared is False else "auto"
     notes: list[str] = []
     if listen and probe and probe(listen):
-        notes.append("LISTEN_DATABASE_URL is a transaction pooler too: LISTEN refused there")
+        notes.append("LISTEN_DATABASE_URL behaves like a transaction pooler: LISTEN refused there")
         listen = None
     if mode == "transaction":
         if listen:
