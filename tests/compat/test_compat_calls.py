@@ -96,8 +96,8 @@ def s_heartbeat(conn: psycopg.Connection, sql: str) -> None:
 
 
 def s_complete_job(conn: psycopg.Connection, sql: str) -> None:
-    enqueue(conn, 3, max_attempts=2)
-    ok, retry, bad = claim(conn, 3)
+    enqueue(conn, 4, max_attempts=2)
+    ok, retry, bad, unfenced = claim(conn, 4)
     result = {"wav_url": "https://s/a.wav", "mp3_url": "https://s/a.mp3"}
     args = {"result": Jsonb(result), "error": None, "retryable": False}
     assert one(conn, sql, job_id=ok["id"], lease_id=ok["lease_id"], **args) is True
@@ -116,6 +116,11 @@ def s_complete_job(conn: psycopg.Connection, sql: str) -> None:
     err = {"result": None, "error": "bad spec", "retryable": False}
     assert one(conn, sql, job_id=bad["id"], lease_id=bad["lease_id"], **err) is True
     assert job(conn, bad["id"])["status"] == "failed" and job(conn, bad["id"])["error_message"] == "bad spec"
+    # without a lease (what the README's 3-argument call passes): counts, and so does its repeat
+    free = {"result": Jsonb({"wav_url": "https://s/u.wav"}), "error": None, "retryable": False}
+    assert one(conn, sql, job_id=unfenced["id"], lease_id=None, **free) is True
+    assert one(conn, sql, job_id=unfenced["id"], lease_id=None, **free) is True
+    assert job(conn, unfenced["id"])["wav_url"] == "https://s/u.wav"
 
 
 def s_release_job(conn: psycopg.Connection, sql: str) -> None:
