@@ -9,8 +9,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tests.support.audio import click_db, decode, octave_slopes, window
+from tests.support.audio import click_db, decode, octave_slopes, true_peak_db, window
+from worker.errors import PermanentError
 from worker.render import RenderResult, RenderSettings, parse_spec, render
 
 
@@ -125,3 +127,37 @@ def test_loop_seams_are_crossfaded_and_a_seamless_loop_is_exact(
     a, b = int(0.5 * sr), int(2.5 * sr)
     assert np.abs(y[a:b] - y[a + sr : b + sr]).max() < 1e-4  # the loop repeats exactly, period 1 s
     assert click_db(y, sr, 1.0) < -40 and click_db(y, sr, 2.0) < -40
+
+
+CLIPPED = "clip(2.5*(sin(2*PI*997*t)+0.8*sin(2*PI*3001*t+1)+0.5*sin(2*PI*5003*t)),-0.95,0.95)"
+
+
+@pytest.mark.parametrize(("target", "ceiling"), [(-12, -7), (-6, -1)])
+def test_true_peak_ceiling_holds_on_master_and_preview(
+    tmp_path: Path, settings: RenderSettings, target: float, ceiling: float
+) -> None:
+    """A clipped, loud bed (inter-sample peaks well above its sample peaks): the master and its
+    MP3 preview stay under the ceiling by 4x oversampling (measured -6.64 dBTP for a -7 ceiling, and
+    +0.52 dBTP on the preview of a -1 ceiling, before)."""
+    bed = make_clip(tmp_path / "bed.wav", CLIPPED, 2.0)
+    r = run({"duration_s": 2, "loudness": {"target_lufs": target, "true_peak_dbtp": ceiling},
+             "output": {"preview": {"bitrate_kbps": 128}},
+             "layers": [{"type": "music", "object": "b/bed.wav", "loop": False}]},
+            tmp_path / "out", settings, {"layers[0]": bed})  # fmt: skip
+    master, _ = decode(r.master)
+    preview, _ = decode(r.preview)
+    assert true_peak_db(master) <= ceiling + 0.05, true_peak_db(master)
+    assert true_peak_db(preview) <= ceiling + 0.05, true_peak_db(preview)
+    assert r.on_target and not r.warnings
+    assert abs(r.integrated_lufs - target) <= 1.0
+
+
+def test_off_target_is_said_loudly_or_fails_the_job(tmp_path: Path, settings: RenderSettings) -> None:
+    """-6 LUFS under a -9 dBTP ceiling cannot be met by a tone (its loudness stays under its peak):
+    "warn" completes with on_target false and the figures; "fail" fails with them."""
+    payload = {"duration_s": 1, "loudness": {"target_lufs": -6, "true_peak_dbtp": -9},
+               "layers": [{"type": "solfeggio", "frequency_hz": 528}]}  # fmt: skip
+    r = run(payload, tmp_path / "warn", settings)
+    assert not r.on_target and r.warnings and "LUFS" in r.warnings[0] and "target -6" in r.warnings[0]
+    with pytest.raises(PermanentError, match=r"loudness off target: mix loudness -\d+\.\d LUFS, target -6"):
+        run(payload, tmp_path / "fail", settings.model_copy(update={"off_target": "fail"}))

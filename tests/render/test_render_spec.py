@@ -203,3 +203,28 @@ def test_every_registered_layer_type_parses_its_examples_names_its_fields_and_is
             spec(BIN, {**kind.example(rnd, 1.2), "every_s": 1}),
             "invalid payload: layers[1].every_s: unknown field",
         )
+
+
+def test_loudness_presets_fill_what_the_spec_leaves_and_anchor_defaults_to_speech() -> None:
+    from worker.render.spec import LOUDNESS_PRESETS
+
+    expected = {
+        "apple-podcasts": (-16, -1),
+        "spotify": (-14, -1),
+        "youtube": (-14, -1),
+        "ebu-r128": (-23, -1),
+    }
+    for name, (lufs, tp) in expected.items():
+        s = parse_spec(spec(BIN, loudness={"preset": name}))
+        assert (s.loudness.target_lufs, s.loudness.true_peak_dbtp) == (lufs, tp)
+    assert LOUDNESS_PRESETS["sleep"].target_lufs < -20 and LOUDNESS_PRESETS["sleep"].why
+    s = parse_spec(spec(BIN, loudness={"preset": "spotify", "true_peak_dbtp": -2}))
+    assert (s.loudness.target_lufs, s.loudness.true_peak_dbtp) == (-14, -2)
+    fails(spec(BIN, loudness={"preset": "loud"}), "invalid payload: loudness.preset: must be one of "
+          "apple-podcasts, spotify, youtube, ebu-r128, sleep")  # fmt: skip
+    assert parse_spec(spec(BIN)).loudness_anchor == "mix"
+    assert parse_spec(spec(BIN, {"type": "speech", "text": "hi"})).loudness_anchor == "speech"
+    mixed = parse_spec(spec(BIN, {"type": "speech", "text": "hi"}, loudness={"anchor": "mix"}))
+    assert mixed.loudness_anchor == "mix"
+    fails(spec(BIN, loudness={"anchor": "speech"}),
+          'invalid payload: loudness.anchor: "speech" needs at least one speech layer')  # fmt: skip

@@ -314,7 +314,12 @@ def build_result(
             "true_peak_dbtp": r.true_peak_dbtp,
             "lra": r.lra,
             "target_lufs": r.target_lufs,
+            "ceiling_dbtp": r.ceiling_dbtp,
+            "anchor": r.anchor,
+            "speech_lufs": r.speech_lufs,
+            "preview_true_peak_dbtp": r.preview_true_peak_dbtp,
             "on_target": r.on_target,
+            "warnings": r.warnings,
         },
         "render": details,
     }

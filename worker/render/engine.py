@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -23,14 +24,19 @@ from worker.render.graph import (
     master_command,
     measure_command,
     mix_command,
+    preview_command,
+    preview_peak_command,
 )
 from worker.render.loops import prepare_loop
 from worker.render.loudness import (
+    PREVIEW_HEADROOM_DB,
     SILENCE_LUFS,
     GainPlan,
     Loudness,
     parse_ebur128,
+    parse_summaries,
     plan_gain,
+    preview_retry,
     secant_gain,
     within_target,
 )
@@ -46,6 +52,7 @@ TRUST_STEP_LU = 2.0
 CALIBRATE_OVER_DB = 1.5  # calibrate only when the limiter must take off more than this
 TOLERANCE_LU = 0.8  # re-run the master pass (at most MAX_MASTER_PASSES) when further off than this
 MAX_MASTER_PASSES = 2
+MAX_PREVIEW_RETRIES = 2
 
 
 class RenderResult(BaseModel):
@@ -63,8 +70,14 @@ class RenderResult(BaseModel):
     master_bit_depth: int
     preview_format: str = "mp3"
     preview_duration_s: float
+    preview_true_peak_dbtp: float | None = None
+    """Measured on the decoded preview when the master's true peak came near the ceiling."""
     target_lufs: float
     ceiling_dbtp: float
+    anchor: str = "mix"
+    """What was brought to the target: the whole ``mix`` or the ``speech``."""
+    speech_lufs: float | None = None
+    """Loudness of the speech in the master (speech anchor)."""
     input_lufs: float
     """Loudness of the unnormalised mix."""
     input_sample_peak_db: float
@@ -73,7 +86,10 @@ class RenderResult(BaseModel):
     passes: int
     render_seconds: float
     on_target: bool
-    """Master within +-1 LU of the target with true peak at or under the ceiling (measured)."""
+    """Anchor within +-1 LU of the target, master and preview true peaks at or under the ceiling
+    (measured)."""
+    warnings: list[str] = []
+    """What is off target, with the measured figures (RENDER_OFF_TARGET=warn)."""
 
 
 async def render(
@@ -116,14 +132,18 @@ class _Passes:
             self.best = pct
             self.on_progress(round(pct, 1))
 
-    async def run(self, cmd: list[str], label: str, lo: float, hi: float) -> Loudness:
-        """Run one pass (its progress mapped onto ``lo..hi`` percent); its ebur128 summary."""
+    async def run_raw(self, cmd: list[str], label: str, lo: float, hi: float) -> list[str]:
+        """Run one pass (its progress mapped onto ``lo..hi`` percent); the tail of its stderr."""
         self.count += 1
         run = await run_ffmpeg(
             cmd, duration_s=self.duration, stall_timeout_s=self.settings.stall_timeout_s, label=label,
             redact=self.redact, on_progress=lambda p: self.report(lo + p / 100 * (hi - lo)), cwd=self.tmp,
         )  # fmt: skip
-        return parse_ebur128(run.stderr_tail)
+        return list(run.stderr_tail)
+
+    async def run(self, cmd: list[str], label: str, lo: float, hi: float) -> Loudness:
+        """Run one pass; its (last) ebur128 summary."""
+        return parse_ebur128(await self.run_raw(cmd, label, lo, hi))
 
 
 async def _probe_inputs(
@@ -157,19 +177,45 @@ async def _prepare_loops(
     return out
 
 
-async def _mix(spec: RenderSpec, layer_inputs: dict[str, LayerInput], passes: _Passes) -> Loudness:
-    """Pass 1: the unnormalised mix written to the temp dir, and its loudness."""
-    cmd = mix_command(spec, passes.duration, layer_inputs, passes.settings.ffmpeg_path)
-    measured = await passes.run(cmd, "mix", 0.0, MIX_SHARE * 100)
-    if measured.integrated_lufs <= SILENCE_LUFS:
+@dataclass(frozen=True)
+class _Goal:
+    """What the normaliser aims the programme at. Anchored on speech, the programme target is the
+    speech target shifted by how far the mix's loudness sits from the speech's own."""
+
+    target_lufs: float
+    """Programme (whole mix) loudness that puts the anchor at the spec's target."""
+    ceiling_dbtp: float
+    anchor: str
+    speech_offset_lu: float = 0.0
+    """Speech loudness minus programme loudness, as measured on the mix."""
+
+
+async def _mix(
+    spec: RenderSpec, layer_inputs: dict[str, LayerInput], passes: _Passes
+) -> tuple[Loudness, _Goal]:
+    """Pass 1: the unnormalised mix written to the temp dir, its loudness (and its speech's)."""
+    anchor = spec.loudness_anchor
+    cmd = mix_command(
+        spec, passes.duration, layer_inputs, passes.settings.ffmpeg_path, meter_speech=anchor == "speech"
+    )
+    run = await passes.run_raw(cmd, "mix", 0.0, MIX_SHARE * 100)
+    summaries = parse_summaries(run)
+    # the last summary of each meter counts (ffmpeg may configure a graph twice: -inf summaries)
+    programme = [x for x in summaries if x.peak_db is not None][-1]
+    if programme.integrated_lufs <= SILENCE_LUFS:
         raise PayloadError("layers", "the mix is silent; nothing to normalise")
-    return measured
+    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    speech = ([None] + [x for x in summaries if x.peak_db is None])[-1]
+    if anchor != "speech" or speech is None or speech.integrated_lufs <= SILENCE_LUFS:
+        return programme, _Goal(target, ceiling, "mix")
+    offset = speech.integrated_lufs - programme.integrated_lufs
+    return programme, _Goal(target - offset, ceiling, "speech", offset)
 
 
-async def _calibrate(plan: GainPlan, measured_in: Loudness, spec: RenderSpec, passes: _Passes) -> GainPlan:
+async def _calibrate(plan: GainPlan, measured_in: Loudness, goal: _Goal, passes: _Passes) -> GainPlan:
     """A limiter lowers loudness by an amount only a measurement tells: calibrate the gain on
     cheap passes (no encoding) before the master pass. Unchanged when the limiter barely acts."""
-    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    target, ceiling = goal.target_lufs, goal.ceiling_dbtp
     peak_in = measured_in.peak_db if measured_in.peak_db is not None else 0.0
     if plan.limit_dbtp is None or peak_in + plan.gain_db - plan.limit_dbtp <= CALIBRATE_OVER_DB:
         return plan
@@ -184,55 +230,111 @@ async def _calibrate(plan: GainPlan, measured_in: Loudness, spec: RenderSpec, pa
         logger.debug("calibration: gain {:.2f} dB -> {} LUFS", plan.gain_db, trial.integrated_lufs)
         if within_target(trial, target, ceiling, CALIBRATION_LU):
             break
-        plan = GainPlan(secant_gain(history, target), plan.limit_dbtp)
+        plan = dataclasses.replace(plan, gain_db=secant_gain(history, target))
         if abs(trial.integrated_lufs - target) <= TRUST_STEP_LU:
             break  # one Newton step from a near miss is reliable; the master pass verifies
     return plan
 
 
-async def _master(spec: RenderSpec, plan: GainPlan, passes: _Passes) -> tuple[GainPlan, Loudness]:
+async def _master(
+    spec: RenderSpec, plan: GainPlan, measured_in: Loudness, goal: _Goal, passes: _Passes
+) -> tuple[GainPlan, Loudness]:
     """Pass 2: master + preview, re-rendered (at most MAX_MASTER_PASSES) when off target."""
-    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    target, ceiling = goal.target_lufs, goal.ceiling_dbtp
+    peak_in = measured_in.peak_db if measured_in.peak_db is not None else 0.0
     lo = (MIX_SHARE + CALIBRATION_SHARE) * 100
     measured: Loudness | None = None
     for attempt in range(MAX_MASTER_PASSES):
         if measured is not None:
-            plan = plan.adjusted(measured, target, ceiling)
+            plan = plan.adjusted(measured, target, ceiling, peak_in)
             logger.info("loudness off ({}), re-rendering master with {}", measured, plan)
         cmd = master_command(spec, passes.duration, plan, passes.settings.ffmpeg_path)
-        measured = await passes.run(cmd, "master", lo if attempt == 0 else passes.best, 100.0)
+        measured = await passes.run(cmd, "master", lo if attempt == 0 else passes.best, 99.0)
         if within_target(measured, target, ceiling, TOLERANCE_LU):
             break
     assert measured is not None
     return plan, measured
 
 
+async def _check_preview(
+    spec: RenderSpec, plan: GainPlan, measured: Loudness, goal: _Goal, passes: _Passes
+) -> float | None:
+    """True peak of the encoded preview, measured when the master's comes within the preview
+    headroom of the ceiling (else None: the preview cannot reach it); encoded again, limited
+    harder, when over the ceiling."""
+    ceiling = goal.ceiling_dbtp
+    if measured.true_peak_dbtp <= ceiling - PREVIEW_HEADROOM_DB:
+        return None
+    ffmpeg_path = passes.settings.ffmpeg_path
+    tp = (await passes.run(preview_peak_command(ffmpeg_path), "preview peak", 99.0, 99.5)).true_peak_dbtp
+    for _ in range(MAX_PREVIEW_RETRIES):
+        if tp <= ceiling:
+            break
+        plan = preview_retry(plan, tp, ceiling)
+        logger.info("preview true peak {} dBTP over the ceiling; encoding it again", tp)
+        await passes.run_raw(preview_command(spec, passes.duration, plan, ffmpeg_path), "preview", 99.5, 99.8)
+        tp = (await passes.run(preview_peak_command(ffmpeg_path), "preview peak", 99.8, 99.9)).true_peak_dbtp
+    return tp
+
+
+def _verdict(goal: _Goal, measured: Loudness, preview_tp: float | None) -> list[str]:
+    """What is off target, in words with the measured figures (empty: on target)."""
+    off = []
+    anchor_lufs = measured.integrated_lufs + goal.speech_offset_lu
+    target = goal.target_lufs + goal.speech_offset_lu
+    if abs(anchor_lufs - target) > 1.0:
+        off.append(f"{goal.anchor} loudness {anchor_lufs:.1f} LUFS, target {target:g} LUFS (+-1 LU)")
+    if measured.true_peak_dbtp > goal.ceiling_dbtp:
+        off.append(
+            f"master true peak {measured.true_peak_dbtp:.2f} dBTP over the ceiling {goal.ceiling_dbtp:g} dBTP"
+        )
+    if preview_tp is not None and preview_tp > goal.ceiling_dbtp:
+        off.append(f"preview true peak {preview_tp:.2f} dBTP over the ceiling {goal.ceiling_dbtp:g} dBTP")
+    return off
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    plan: GainPlan
+    measured_in: Loudness
+    measured: Loudness
+    goal: _Goal
+    preview_tp: float | None
+    warnings: list[str]
+
+
 def _result(
-    spec: RenderSpec, files: tuple[Path, Path], duration: float, plan: GainPlan,
-    measured_in: Loudness, measured: Loudness, passes: int, seconds: float,
-) -> RenderResult:  # fmt: skip
-    target, ceiling = spec.loudness.target_lufs, spec.loudness.true_peak_dbtp
+    spec: RenderSpec, files: tuple[Path, Path], duration: float, o: _Outcome, passes: int, seconds: float
+) -> RenderResult:
     p_secs = spec.output.preview.seconds
     return RenderResult(
         master=files[0],
         preview=files[1],
         duration_s=round(duration * spec.sample_rate) / spec.sample_rate,
         sample_rate=spec.sample_rate,
-        integrated_lufs=measured.integrated_lufs,
-        true_peak_dbtp=measured.true_peak_dbtp,
-        lra=measured.lra,
+        integrated_lufs=o.measured.integrated_lufs,
+        true_peak_dbtp=o.measured.true_peak_dbtp,
+        lra=o.measured.lra,
         master_format=spec.output.master.format,
         master_bit_depth=spec.output.master.bit_depth,
         preview_duration_s=min(duration, p_secs) if p_secs else duration,
-        target_lufs=target,
-        ceiling_dbtp=ceiling,
-        input_lufs=measured_in.integrated_lufs,
-        input_sample_peak_db=measured_in.peak_db if measured_in.peak_db is not None else 0.0,
-        gain_db=round(plan.gain_db, 2),
-        limiter=plan.limit_dbtp is not None,
+        preview_true_peak_dbtp=o.preview_tp,
+        target_lufs=spec.loudness.target_lufs,
+        ceiling_dbtp=spec.loudness.true_peak_dbtp,
+        anchor=o.goal.anchor,
+        speech_lufs=(
+            round(o.measured.integrated_lufs + o.goal.speech_offset_lu, 2)
+            if o.goal.anchor == "speech"
+            else None
+        ),
+        input_lufs=o.measured_in.integrated_lufs,
+        input_sample_peak_db=o.measured_in.peak_db if o.measured_in.peak_db is not None else 0.0,
+        gain_db=round(o.plan.gain_db, 2),
+        limiter=o.plan.limit_dbtp is not None,
         passes=passes,
         render_seconds=round(seconds, 3),
-        on_target=within_target(measured, target, ceiling, 1.0),
+        on_target=not o.warnings,
+        warnings=o.warnings,
     )
 
 
@@ -241,6 +343,21 @@ def _make_tmp(out_dir: Path, settings: RenderSettings) -> Path:
     if settings.tmp_dir is not None:
         settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix="render-", dir=settings.tmp_dir))
+
+
+async def _normalise(spec: RenderSpec, layer_inputs: dict[str, LayerInput], passes: _Passes) -> _Outcome:
+    """Mix, plan, calibrate, master, check the preview; the off-target policy applied."""
+    measured_in, goal = await _mix(spec, layer_inputs, passes)
+    plan = plan_gain(measured_in, goal.target_lufs, goal.ceiling_dbtp)
+    plan = await _calibrate(plan, measured_in, goal, passes)
+    plan, measured = await _master(spec, plan, measured_in, goal, passes)
+    preview_tp = await _check_preview(spec, plan, measured, goal, passes)
+    off = _verdict(goal, measured, preview_tp)
+    if off and passes.settings.off_target == "fail":
+        raise PermanentError("loudness off target: " + "; ".join(off))
+    if off:
+        logger.warning("render off target: {}", "; ".join(off))
+    return _Outcome(plan, measured_in, measured, goal, preview_tp, [f"off target: {x}" for x in off])
 
 
 async def _render(
@@ -258,17 +375,12 @@ async def _render(
     passes = _Passes(tmp, redact, duration, settings, on_progress)
     try:
         layer_inputs = await _prepare_loops(spec, layer_inputs, passes)
-        measured_in = await _mix(spec, layer_inputs, passes)
-        plan = plan_gain(measured_in, spec.loudness.target_lufs, spec.loudness.true_peak_dbtp)
-        plan = await _calibrate(plan, measured_in, spec, passes)
-        plan, measured = await _master(spec, plan, passes)
+        outcome = await _normalise(spec, layer_inputs, passes)
         files = (out_dir / f"{MASTER_STEM}.{spec.output.master.format}", out_dir / PREVIEW_FILE)
         shutil.move(tmp / files[0].name, files[0])
         shutil.move(tmp / files[1].name, files[1])
         passes.report(100.0)
-        return _result(
-            spec, files, duration, plan, measured_in, measured, passes.count, time.monotonic() - started
-        )
+        return _result(spec, files, duration, outcome, passes.count, time.monotonic() - started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

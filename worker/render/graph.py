@@ -69,10 +69,16 @@ def _shape(stream: Stream, layer: LayerBase, sr: int, length: float) -> Stream:
 
 
 def mix_command(
-    spec: RenderSpec, duration_s: float, inputs: dict[str, LayerInput], ffmpeg_path: str
+    spec: RenderSpec,
+    duration_s: float,
+    inputs: dict[str, LayerInput],
+    ffmpeg_path: str,
+    *,
+    meter_speech: bool = False,
 ) -> list[str]:
     """Pass 1 (run in the temp dir): the unnormalised mix, measured (ebur128 loudness, sample
-    peak), written to ``MIX_FILE``."""
+    peak), written to ``MIX_FILE``. With ``meter_speech`` the speech bus is metered too (a second
+    ebur128 summary, without a peak section: see engine._mix)."""
     sr = spec.sample_rate
     total = round(duration_s * sr)
     speech: list[Stream] = []
@@ -93,13 +99,15 @@ def mix_command(
             other.append(s)
 
     ducked = [(x, s) for x, s in music if x.duck is not None] if speech else []
+    meters: list[Any] = []
+    if speech and meter_speech:
+        bus = _bus(speech)
+        taps = bus.filter_multi_output("asplit", 2)
+        speech = [taps[0]]
+        meter = taps[1].filter("ebur128", peak="none", framelog="verbose")
+        meters.append(ffmpeg.output(meter, "-", f="null"))
     if ducked:
-        bus = (
-            speech[0]
-            if len(speech) == 1
-            else ffmpeg.filter(speech, "amix", inputs=len(speech), normalize=0, dropout_transition=0)
-        )
-        taps = bus.filter_multi_output("asplit", len(ducked) + 1)
+        taps = _bus(speech).filter_multi_output("asplit", len(ducked) + 1)
         speech = [taps[0]]
         duck_ids = {id(x) for x, _ in ducked}
         for n, (layer, s) in enumerate(ducked, start=1):
@@ -133,15 +141,28 @@ def mix_command(
         mix = mix.filter("afade", t="out", st=num(duration_s - spec.fade_out_s), d=num(spec.fade_out_s))
     mix = mix.filter("ebur128", peak="sample", framelog="verbose")  # true peak is metered on the master
     out = ffmpeg.output(mix, MIX_FILE, f="w64", acodec="pcm_f32le", ar=sr, ac=2)
-    return out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+    if meters:
+        out = ffmpeg.merge_outputs(out, *meters)
+    return list(out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path))
 
 
-def _gain_chain(plan: GainPlan, peak: str) -> str:
+def _bus(streams: list[Stream]) -> Stream:
+    """The streams summed (one stream as is)."""
+    if len(streams) == 1:
+        return streams[0]
+    return ffmpeg.filter(streams, "amix", inputs=len(streams), normalize=0, dropout_transition=0)
+
+
+def _limiter(limit_db: float) -> str:
+    return f"alimiter=limit={num(db_to_lin(limit_db))}:attack=5:release=50:level=0:latency=1"
+
+
+def _gain_chain(plan: GainPlan, peak: str | None) -> str:
     """Filter chain text (numbers only) applying the plan to the mix and metering the result."""
     chain = f"volume=volume={num(db_to_lin(plan.gain_db))}:precision=double"
     if plan.limit_dbtp is not None:
-        chain += f",alimiter=limit={num(db_to_lin(plan.limit_dbtp))}:attack=5:release=50:level=0:latency=1"
-    return f"{chain},ebur128=peak={peak}:framelog=verbose"
+        chain += f",{_limiter(plan.limit_dbtp)}"
+    return chain if peak is None else f"{chain},ebur128=peak={peak}:framelog=verbose"
 
 
 def measure_command(plan: GainPlan, ffmpeg_path: str) -> list[str]:
@@ -169,16 +190,38 @@ def master_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_p
         mopts = {"acodec": "flac", "f": "flac", "sample_fmt": "s16" if m.bit_depth == 16 else "s32"}
     master_out = ffmpeg.output(master_s, f"{MASTER_STEM}.{m.format}", ar=sr, ac=2, **mopts)
 
-    p = spec.output.preview
+    preview_out = _preview_output(spec, duration_s, plan, preview_s)
+    merged = ffmpeg.merge_outputs(master_out, preview_out, spare)
+    return merged.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+
+
+def _preview_output(spec: RenderSpec, duration_s: float, plan: GainPlan, s: Stream) -> Stream:
+    """The MP3 preview of the gained mix: shortened (with a fade) when asked, and limited a little
+    under the master's ceiling when its peaks come near it (lossy coding adds overshoot)."""
+    sr, p = spec.sample_rate, spec.output.preview
     if p.seconds is not None and p.seconds < duration_s:
-        preview_s = preview_s.filter("atrim", end_sample=round(p.seconds * sr))
+        s = s.filter("atrim", end_sample=round(p.seconds * sr))
         fade = min(PREVIEW_FADE_S, p.seconds / 2)
-        preview_s = preview_s.filter("afade", t="out", st=num(p.seconds - fade), d=num(fade))
+        s = s.filter("afade", t="out", st=num(p.seconds - fade), d=num(fade))
+    if plan.preview_limit_dbtp is not None:
+        s = s.filter("alimiter", limit=num(db_to_lin(plan.preview_limit_dbtp)), attack=5, release=50,
+                     level=0, latency=1)  # fmt: skip
     popts: dict[str, Any] = {"acodec": "libmp3lame", "f": "mp3"}
     if p.vbr_quality is not None:
         popts["q:a"] = p.vbr_quality
     else:
         popts["b:a"] = f"{p.bitrate_kbps or 192}k"
-    preview_out = ffmpeg.output(preview_s, PREVIEW_FILE, ar=sr, ac=2, **popts)
-    merged = ffmpeg.merge_outputs(master_out, preview_out, spare)
-    return merged.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+    return ffmpeg.output(s, PREVIEW_FILE, ar=sr, ac=2, **popts)
+
+
+def preview_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_path: str) -> list[str]:
+    """The preview alone, encoded again from the mix (when its true peak came out too high)."""
+    s = ffmpeg.input(f"amovie={MIX_FILE},{_gain_chain(plan, None)}", f="lavfi")["a"]
+    out = _preview_output(spec, duration_s, plan, s)
+    return list(out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path))
+
+
+def preview_peak_command(ffmpeg_path: str) -> list[str]:
+    """Meter the encoded preview as a listener decodes it (true peak, 4x oversampled)."""
+    s = ffmpeg.input(PREVIEW_FILE)["a:0"].filter("ebur128", peak="true", framelog="verbose")
+    return list(ffmpeg.output(s, "-", f="null").global_args("-loglevel", "info").compile(cmd=ffmpeg_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ LIMITED_SLOPE = 0.9
 
 
 TP_HEADROOM_DB = 0.5  # no limiter only if the sample peak lands this far under the ceiling
+PREVIEW_HEADROOM_DB = 1.5  # the MP3 preview is limited this far under the ceiling (coding overshoot)
+TP_RETRY_MARGIN_DB = 0.3  # a re-render's limiter goes this much further than the overshoot
 
 
 @dataclass(frozen=True)
@@ -32,45 +35,75 @@ class Loudness:
 
 def parse_ebur128(lines: Iterable[str]) -> Loudness:
     """Read the last ``Summary:`` block of an ebur128 filter."""
-    text = "\n".join(lines)
-    start = text.rfind("Summary:")
-    if start < 0:
+    found = parse_summaries(lines)
+    if not found:
         raise PermanentError("loudness measurement missing from ffmpeg output")
-    block = text[start:]
+    return found[-1]
 
-    def grab(label: str) -> float | None:
-        m = re.search(rf"^\s*{label}:\s+(-?inf|-?\d+(?:\.\d+)?)", block, re.MULTILINE)
-        if not m:
-            return None
-        return float("-inf") if m.group(1).endswith("inf") else float(m.group(1))
 
-    i, lra, peak = grab("I"), grab("LRA"), grab("Peak")
-    if i is None:
-        raise PermanentError("loudness measurement incomplete in ffmpeg output")
-    return Loudness(i, peak, lra)
+def parse_summaries(lines: Iterable[str]) -> list[Loudness]:
+    """Every ebur128 ``Summary:`` block, in order (a pass may meter several streams)."""
+    text = "\n".join(lines)
+    blocks = text.split("Summary:")[1:]
+    out = []
+    for block in blocks:
+
+        def grab(label: str, block: str = block) -> float | None:
+            m = re.search(rf"^\s*{label}:\s+(-?inf|-?\d+(?:\.\d+)?)", block, re.MULTILINE)
+            if not m:
+                return None
+            return float("-inf") if m.group(1).endswith("inf") else float(m.group(1))
+
+        i, lra, peak = grab("I"), grab("LRA"), grab("Peak")
+        if i is None:
+            raise PermanentError("loudness measurement incomplete in ffmpeg output")
+        out.append(Loudness(i, peak, lra))
+    return out
 
 
 @dataclass(frozen=True)
 class GainPlan:
     gain_db: float
     limit_dbtp: float | None  # sample-peak limiter level, None = no limiter
+    preview_limit_dbtp: float | None = None
+    """Limiter on the MP3 preview only (lossy coding overshoots), None = none."""
 
-    def adjusted(self, measured: Loudness, target_lufs: float, ceiling_dbtp: float) -> GainPlan:
-        """A corrected plan after a render measured ``measured`` under this plan."""
+    def adjusted(
+        self, measured: Loudness, target_lufs: float, ceiling_dbtp: float, sample_peak_in: float
+    ) -> GainPlan:
+        """A corrected plan after a render measured ``measured`` (true peak) under this plan.
+
+        An over-ceiling true peak lowers the limiter below the sample peak the master actually
+        reached (``sample_peak_in`` + gain, or the old limit), so the new limit engages."""
         gain = self.gain_db + (target_lufs - measured.integrated_lufs)
         limit = self.limit_dbtp
         if measured.peak_db is not None and measured.peak_db > ceiling_dbtp:
-            base = limit if limit is not None else ceiling_dbtp - LIMITER_MARGIN_DB
-            limit = base - (measured.true_peak_dbtp - ceiling_dbtp) - 0.3
-        return GainPlan(min(gain, MAX_GAIN_DB), limit)
+            reached = sample_peak_in + self.gain_db
+            if limit is not None:
+                reached = min(reached, limit)
+            limit = reached - (measured.true_peak_dbtp - ceiling_dbtp) - TP_RETRY_MARGIN_DB
+        return GainPlan(min(gain, MAX_GAIN_DB), limit, self.preview_limit_dbtp)
 
 
 def plan_gain(measured: Loudness, target_lufs: float, ceiling_dbtp: float) -> GainPlan:
-    """Linear gain to the target; a limiter unless the gained sample peak stays well under the ceiling."""
+    """Linear gain to the target; a limiter unless the gained sample peak stays well under the
+    ceiling; a preview limiter when the master's peaks come within reach of the preview headroom."""
     gain = min(target_lufs - measured.integrated_lufs, MAX_GAIN_DB)
-    if measured.peak_db is None or measured.peak_db + gain > ceiling_dbtp - TP_HEADROOM_DB:
-        return GainPlan(gain, ceiling_dbtp - LIMITER_MARGIN_DB)
-    return GainPlan(gain, None)
+    peak = measured.peak_db + gain if measured.peak_db is not None else ceiling_dbtp
+    limit = ceiling_dbtp - LIMITER_MARGIN_DB if peak > ceiling_dbtp - TP_HEADROOM_DB else None
+    reached = peak if limit is None else min(peak, limit)
+    preview = ceiling_dbtp - PREVIEW_HEADROOM_DB
+    return GainPlan(gain, limit, preview if reached > preview - TP_HEADROOM_DB else None)
+
+
+def preview_retry(plan: GainPlan, preview_tp: float, ceiling_dbtp: float) -> GainPlan:
+    """The plan for encoding the preview again after it measured ``preview_tp`` over the ceiling."""
+    base = (
+        plan.preview_limit_dbtp if plan.preview_limit_dbtp is not None else ceiling_dbtp - PREVIEW_HEADROOM_DB
+    )
+    return dataclasses.replace(
+        plan, preview_limit_dbtp=base - (preview_tp - ceiling_dbtp) - TP_RETRY_MARGIN_DB
+    )
 
 
 def within_target(measured: Loudness, target_lufs: float, ceiling_dbtp: float, tol_lu: float) -> bool:

@@ -376,9 +376,51 @@ def layer_type(layer: LayerBase) -> LayerType[Any]:
     return LAYER_REGISTRY[layer.type]
 
 
+@dataclass(frozen=True)
+class LoudnessPreset:
+    target_lufs: float
+    true_peak_dbtp: float
+    why: str
+
+
+LOUDNESS_PRESETS: dict[str, LoudnessPreset] = {
+    "apple-podcasts": LoudnessPreset(-16.0, -1.0, "Apple Podcasts' recommended loudness"),
+    "spotify": LoudnessPreset(-14.0, -1.0, "Spotify's playback normalisation level"),
+    "youtube": LoudnessPreset(-14.0, -1.0, "YouTube's playback normalisation level"),
+    "ebu-r128": LoudnessPreset(-23.0, -1.0, "EBU R128 broadcast loudness"),
+    "sleep": LoudnessPreset(
+        -24.0,
+        -3.0,
+        "played at bedtime, at low volume in a quiet room, often right after louder apps: a quiet"
+        " master needs no reach for the volume, never startles, and keeps soft peaks far from the limiter",
+    ),
+}
+"""Loudness presets by name: ``loudness.preset`` fills the target and ceiling it does not set."""
+
+LOUDNESS_ANCHORS = ("mix", "speech")
+
+
 class Loudness(_Model):
+    """Loudness normalisation. ``anchor``: what is brought to ``target_lufs``: the whole ``mix``
+    (EBU R128 programme loudness), or the ``speech`` (dialogue-anchored, the idea of ATSC A/85:
+    the voice at the target, the beds under it by their own gains, so the limiter has almost
+    nothing to do); default: speech when the spec has speech layers, else the mix."""
+
+    preset: str | None = None
     target_lufs: rng(-36, -6, "LUFS") = -16.0
     true_peak_dbtp: rng(-9, 0, "dBTP") = -1.5
+    anchor: Literal["mix", "speech"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        name = data["preset"]
+        if not isinstance(name, str) or name not in LOUDNESS_PRESETS:
+            raise ValueError(f"preset: must be one of {', '.join(LOUDNESS_PRESETS)}")
+        p = LOUDNESS_PRESETS[name]
+        return {"target_lufs": p.target_lufs, "true_peak_dbtp": p.true_peak_dbtp, **data}
 
 
 class MasterOutput(_Model):
@@ -522,6 +564,8 @@ class RenderSpec(_Model):
                 raise ValueError("chapters: every start_s must be before the end of the track")
         elif self.chapters == "speech" and not any(isinstance(x, SpeechLayer) for x in self.layers):
             raise ValueError('chapters: "speech" needs at least one speech layer')
+        if self.loudness.anchor == "speech" and not any(isinstance(x, SpeechLayer) for x in self.layers):
+            raise ValueError('loudness.anchor: "speech" needs at least one speech layer')
         for i, layer in enumerate(self.layers):
             layer._key = f"layers[{i}]"
         return self
@@ -529,6 +573,13 @@ class RenderSpec(_Model):
     def input_layers(self) -> list[InputLayer]:
         """The layers that need an external audio file (speech, music), in spec order."""
         return [x for x in self.layers if x.needs_input]  # type: ignore[misc]
+
+    @property
+    def loudness_anchor(self) -> Literal["mix", "speech"]:
+        """What the normaliser brings to the target (see :class:`Loudness`)."""
+        if self.loudness.anchor is not None:
+            return self.loudness.anchor
+        return "speech" if self.speech_layers() else "mix"
 
     def speech_layers(self) -> list[SpeechLayer]:
         return [x for x in self.layers if isinstance(x, SpeechLayer)]
