@@ -1,9 +1,11 @@
 """Queue benchmark: no-op jobs through the real SQL functions and real worker processes.
 
     uv run python bench/queue.py [--jobs 20000] [--slots 10] [--samples 300] [--webhook]
+                                 [--users N] [--compare-fair]
 
 Prints, in one run on one throwaway database:
-- jobs/s with 1 and 4 ``python -m worker run`` processes (JOB_HANDLER=tests.handlers:noop);
+- jobs/s with 1 and 4 ``python -m worker run`` processes, fair claiming on (the default; with
+  ``--compare-fair`` also off), jobs without a user or spread over ``--users`` users (JOB_HANDLER=tests.handlers:noop);
 - jobs/s of pgbench running the same claim/complete function calls (the database's own ceiling);
 - enqueue-to-start latency p50/p95 for an idle worker woken by NOTIFY.
 
@@ -53,8 +55,23 @@ def reset(conn: psycopg.Connection) -> None:
     conn.execute("vacuum analyze audio_queue.jobs")
 
 
+USERS = 0  # set by --users: jobs spread round-robin over this many users (0: no user_id)
+
+
 def enqueue(conn: psycopg.Connection, n: int) -> None:
+    if USERS:
+        conn.execute(
+            "select audio_queue.enqueue_job('{}'::jsonb, p_user_id => "
+            "('00000000-0000-0000-0000-' || lpad(to_hex(i %% %s + 1), 12, '0'))::uuid) "
+            "from generate_series(1, %s) i",
+            (USERS, n),
+        )
+        return
     conn.execute("select audio_queue.enqueue_job('{}'::jsonb) from generate_series(1, %s)", (n,))
+
+
+def set_fair(conn: psycopg.Connection, on: bool) -> None:
+    conn.execute("update audio_queue.settings set fair_claiming = %s", (on,))
 
 
 def rate(conn: psycopg.Connection) -> tuple[float, int]:
@@ -202,8 +219,15 @@ def main() -> None:
     ap.add_argument(
         "--webhook", action="store_true", help="workers post a webhook per job to a local receiver"
     )
+    ap.add_argument(
+        "--users", type=int, default=0, help="spread the jobs over N users (fair claiming has N groups)"
+    )
+    ap.add_argument(
+        "--compare-fair", action="store_true", help="also run the worker rates with fair claiming off"
+    )
     args = ap.parse_args()
-    global WEBHOOK_URL
+    global WEBHOOK_URL, USERS
+    USERS = args.users
     receiver = start_receiver() if args.webhook else None
     if receiver is not None:
         WEBHOOK_URL = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
@@ -216,10 +240,16 @@ def main() -> None:
             print(
                 f"queue bench: {args.jobs} no-op jobs per run, {args.slots} slots per worker, {os.cpu_count()} cores"
                 + (", webhooks on (local receiver)" if WEBHOOK_URL else "")
+                + (f", jobs of {USERS} users" if USERS else ", jobs without a user")
             )
-            for k in (1, 4):
-                r = bench_workers(url, conn, k, args.jobs, args.slots)
-                print(f"  worker processes={k}: {r:8.0f} jobs/s")
+            for fair in (True, False) if args.compare_fair else (True,):
+                set_fair(conn, fair)
+                for k in (1, 4):
+                    r = bench_workers(url, conn, k, args.jobs, args.slots)
+                    print(
+                        f"  fair claiming {'on ' if fair else 'off'}, worker processes={k}: {r:8.0f} jobs/s"
+                    )
+            set_fair(conn, True)
             pg = bench_pgbench(url, conn, 4, args.jobs)
             print(
                 f"  pgbench, 4 clients, same claim/complete calls: {pg:8.0f} jobs/s"
