@@ -128,6 +128,18 @@ def test_every_function_the_readme_offers_works_as_service_role(supa, supa_url):
         once = scalar(c, "select audio_queue.enqueue_job_once('order-7', '{}'::jsonb)")
         assert scalar(c, "select audio_queue.enqueue_job_once('order-7', '{}'::jsonb)") == once
         assert scalar(c, "select (audio_queue.queue_settings()).max_rescues") == 3
+        assert c.execute("select * from audio_queue.user_load(5)").fetchall() is not None
+
+        # fleet-wide provider slots (0009)
+        slot = c.execute(
+            "select lease_id from audio_queue.acquire_provider_slot('openai', 'acct', 1, 10, 60, 30)"
+        ).fetchone()[0]
+        assert slot is not None
+        assert scalar(c, "select audio_queue.renew_provider_slot(%s, 30)", slot) is True
+        assert (
+            scalar(c, "select in_use from audio_queue.provider_slot_stats() where provider = 'openai'") == 1
+        )
+        assert scalar(c, "select audio_queue.release_provider_slot(%s)", slot) is True
         # but the tunables stay the DBA's: no rights on the table itself
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("update audio_queue.settings set max_rescues = 0")
