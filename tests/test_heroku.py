@@ -101,12 +101,14 @@ def test_buildpacks_ffmpeg_first_then_apt_for_espeak_then_python():
 
 def test_formation_runs_one_worker_of_a_procfile_process_type():
     procs = procfile()
-    assert set(procs) == {"release", "worker"}
+    assert set(procs) == {"release", "worker", "web"}
     assert procs["release"] == "python -m worker migrate"
     assert procs["worker"] == "python -m worker run"
+    assert procs["web"] == "python -m worker web"
     formation = MANIFEST["formation"]
     assert set(formation) <= set(procs) - {"release"}
     assert formation["worker"]["quantity"] == 1
+    assert formation["web"]["quantity"] == 0, "the dashboard costs nothing until someone scales it up"
     for spec in formation.values():
         assert set(spec) <= FORMATION_FIELDS
         assert isinstance(spec["quantity"], int) and spec["quantity"] >= 0

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enqueue": ("worker.commands.enqueue", "validate a render spec file and queue it; prints the job id"),
     "status": ("worker.commands.status", "show a job (--wait follows it until it is done)"),
     "stats": ("worker.commands.stats", "queue figures: pending, processing, failures, stuck"),
+    "web": ("worker.commands.web", "the operator dashboard and the autoscaler's endpoint, on PORT"),
     "demo": ("worker.commands.demo", "the whole path locally: throwaway database and S3, one example job"),
 }
 

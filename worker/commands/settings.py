@@ -30,6 +30,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("Render engine", "worker.render.settings:RenderSettings"),
     ("Providers (speech and music)", "worker.providers.settings:ProviderSettings"),
     ("Storage (Supabase Storage over S3)", "worker.storage.settings:StorageSettings"),
+    ("Dashboard and autoscaling", "worker.web.settings:DashboardSettings"),
 ]
 
 

@@ -185,6 +185,15 @@ class Storage:
             )
         )
 
+    def signed_url(self, bucket: str, key: str, ttl_s: int) -> str:
+        """A presigned GET URL valid ``ttl_s`` seconds, whatever STORAGE_URL_MODE says (the
+        dashboard plays previews of private buckets with it). Computed locally: no request."""
+        return str(
+            self._s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=ttl_s
+            )
+        )
+
     # -- uploads -------------------------------------------------------------------------------
 
     def upload_file(
