@@ -208,7 +208,7 @@ returns table (
     id uuid, status text, created_at timestamptz, completed_at timestamptz, attempts integer,
     max_attempts integer, progress integer, stage text, track_id uuid, user_id uuid, error text
 )
-language plpgsql stable set search_path = '' set jit = off as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_where text := 'true';
     v_pattern text;
