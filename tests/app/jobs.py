@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from worker.storage.client import StoredObject
+
 CLIENT_FIELDS = {
     "id",
     "status",
@@ -41,21 +43,23 @@ def claim(conn: psycopg.Connection) -> tuple[uuid.UUID, uuid.UUID]:
     return row[0], row[1]
 
 
+DELIVERABLES = ("master", "preview", "full", "peaks")  # the files build_result lists
+
+
+def stored(job_id: uuid.UUID, name: str, bucket: str, ext: str, content_type: str) -> dict[str, Any]:
+    """One uploaded file as the worker lists it in a result (StoredObject)."""
+    key = f"generated/{job_id}_1{'' if name in ('master', 'preview') else '_' + name}.{ext}"
+    return StoredObject(
+        bucket=bucket, key=key, size=10, sha256="ab" * 32, content_type=content_type,
+        url=f"https://x.test/{key}",
+    ).model_dump(mode="json")  # fmt: skip
+
+
 def result_for(job_id: uuid.UUID, bucket: str = "audio-files") -> dict[str, Any]:
-    master = {
-        "bucket": bucket,
-        "key": f"generated/{job_id}_1.flac",
-        "size": 10,
-        "sha256": "ab" * 32,
-        "content_type": "audio/flac",
-        "url": f"https://x.test/{job_id}.flac",
-    }
-    preview = {
-        **master,
-        "key": f"generated/{job_id}_1.mp3",
-        "content_type": "audio/mpeg",
-        "url": f"https://x.test/{job_id}.mp3",
-    }
+    """A result shaped like worker.job.pipeline.build_result's, with every deliverable, and a
+    {bucket, key} pair in the render details that is not a delivered file."""
+    master = stored(job_id, "master", bucket, "flac", "audio/flac")
+    preview = stored(job_id, "preview", bucket, "mp3", "audio/mpeg")
     return {
         "wav_url": master["url"],
         "master_url": master["url"],
@@ -63,12 +67,17 @@ def result_for(job_id: uuid.UUID, bucket: str = "audio-files") -> dict[str, Any]
         "result_url": preview["url"],
         "master": master,
         "preview": preview,
+        "full": stored(job_id, "full", bucket, "mp3", "audio/mpeg"),
+        "peaks": stored(job_id, "peaks", bucket, "json", "application/json"),
+        "chapters": [{"title": "Intro", "start_s": 0.0, "end_s": 30.0, "internal": "x"}],
         "duration_s": 60.0,
         "sample_rate": 44100,
         "loudness": {"integrated_lufs": -16.0, "true_peak_dbtp": -1.5},
-        "peaks": [0.1, 0.5, 0.2],
-        "chapters": [{"title": "Intro", "start_s": 0}],
-        "render": {"ffmpeg": "/usr/bin/ffmpeg", "passes": 2},
+        "render": {
+            "ffmpeg": "/usr/bin/ffmpeg",
+            "passes": 2,
+            "cover": {"bucket": bucket, "key": f"covers/{job_id}.png"},
+        },
     }
 
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.app.jobs import CLIENT_FIELDS, SECRET, A, B, claim, complete, enqueue
+from tests.app.jobs import CLIENT_FIELDS, DELIVERABLES, SECRET, A, B, claim, complete, enqueue, result_for
 from tests.app.supabase import request
 
 
@@ -73,16 +73,18 @@ def test_results_and_errors_are_the_client_safe_part(supa, supa_url):
     with request(supa_url, "authenticated", A) as r:
         by_id = {j["id"]: j for j in r.execute("select * from audio_api.list_jobs()").fetchall()}
     result = by_id[done]["result"]
-    assert result["preview_url"] == f"https://x.test/{done}.mp3" and result["master_url"].endswith(".flac")
-    assert result["master"] == {
-        "bucket": "audio-files",
-        "key": f"generated/{done}_1.flac",
-        "size": 10,
-        "content_type": "audio/flac",
+    stored = result_for(done)
+    assert result["preview_url"] == stored["mp3_url"] and result["master_url"] == stored["master_url"]
+    # Every delivered file, the full-length MP3 and the peaks file too: where it is and its URL.
+    assert {name: result[name] for name in DELIVERABLES} == {
+        name: {k: stored[name][k] for k in ("bucket", "key", "size", "content_type", "url")}
+        for name in DELIVERABLES
     }
     assert result["duration_s"] == 60.0 and result["loudness"]["integrated_lufs"] == -16.0
-    assert result["peaks"] == [0.1, 0.5, 0.2] and result["chapters"][0]["title"] == "Intro"
-    assert "render" not in result and "sha256" not in json.dumps(result)
+    assert result["chapters"] == [{"title": "Intro", "start_s": 0.0, "end_s": 30.0}]
+    assert (
+        "render" not in result and "sha256" not in json.dumps(result) and "covers/" not in json.dumps(result)
+    )
     assert by_id[done]["error"] is None and by_id[done]["progress"] == 100
 
     assert by_id[provider]["error"]["code"] == "render_failed"

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.app.jobs import CLIENT_FIELDS, SECRET, A, B, claim, complete, enqueue
+from tests.app.jobs import CLIENT_FIELDS, DELIVERABLES, SECRET, A, B, claim, complete, enqueue, result_for
 from tests.app.supabase import request
 
 
@@ -102,22 +102,22 @@ def test_a_user_joins_only_their_own_topics(supa, supa_url):
         )
 
 
-def test_a_user_downloads_only_the_objects_of_their_own_completed_jobs(supa, supa_url):
+def test_a_user_downloads_only_the_files_their_own_completed_jobs_delivered(supa, supa_url):
     supa.execute("insert into storage.buckets (id, name) values ('audio-files', 'audio-files')")
     a_done, b_done, a_waiting = enqueue(supa, A), enqueue(supa, B), enqueue(supa, A)
     for _ in range(2):
         complete(supa)
-    keys = {jid: [f"generated/{jid}_1.flac", f"generated/{jid}_1.mp3"] for jid in (a_done, b_done, a_waiting)}
-    for names in keys.values():
-        for name in names:
-            supa.execute("insert into storage.objects (bucket_id, name) values ('audio-files', %s)", (name,))
-    supa.execute("insert into storage.objects (bucket_id, name) values ('audio-files', 'other/file.mp3')")
+    keys = {jid: [result_for(jid)[n]["key"] for n in DELIVERABLES] for jid in (a_done, b_done, a_waiting)}
+    # A {bucket, key} pair elsewhere in a result (here the render details) is not a delivered file.
+    decoys = [result_for(jid)["render"]["cover"]["key"] for jid in (a_done, b_done)]
+    for name in [*(k for names in keys.values() for k in names), *decoys, "other/file.mp3"]:
+        supa.execute("insert into storage.objects (bucket_id, name) values ('audio-files', %s)", (name,))
 
     def visible(role: str, sub: uuid.UUID | None) -> set[str]:
         with request(supa_url, role, sub) as r:  # Storage's lookup for createSignedUrl, under RLS
             return {row["name"] for row in r.execute("select name from storage.objects").fetchall()}
 
-    assert visible("authenticated", A) == set(keys[a_done])
+    assert visible("authenticated", A) == set(keys[a_done]) and len(keys[a_done]) == 4
     assert visible("authenticated", B) == set(keys[b_done])
     assert visible("anon", None) == set() and visible("authenticated", None) == set()
     with request(supa_url, "authenticated", A) as r:
@@ -125,10 +125,14 @@ def test_a_user_downloads_only_the_objects_of_their_own_completed_jobs(supa, sup
             "select id from storage.objects where bucket_id = 'audio-files' and name = %s", (keys[b_done][0],)
         ).fetchall()
         assert one == []
-        row = r.execute(
-            "select audio_api.can_download('audio-files', %s) as ok", (keys[a_done][1],)
-        ).fetchone()
-        assert row and row["ok"] is True
+
+        def can(bucket: str, name: str) -> bool:
+            row = r.execute("select audio_api.can_download(%s, %s) as ok", (bucket, name)).fetchone()
+            return bool(row and row["ok"])
+
+        assert all(can("audio-files", k) for k in keys[a_done])
+        assert not any(can("audio-files", k) for k in [*keys[b_done], *keys[a_waiting], *decoys])
+        assert not can("other-bucket", keys[a_done][0])
 
 
 def test_on_plain_postgresql_nothing_is_installed_and_nothing_fails(supabase):
