@@ -1,4 +1,4 @@
--- 0010: a completed job's client view lists every file the worker delivered, and a user may
+-- 0011: a completed job's client view lists every file the worker delivered, and a user may
 -- download exactly those files.
 --
 -- The app API's first version knew the master and the preview only: the full-length MP3
@@ -74,5 +74,5 @@ $$;
 
 call audio_queue.apply_privileges();
 
-insert into audio_queue.schema_migrations (version, name) values (10, '0010_client_deliverables')
+insert into audio_queue.schema_migrations (version, name) values (11, '0011_client_deliverables')
 on conflict (version) do nothing;
