@@ -25,7 +25,8 @@ from tests.support.jobs import job, scalar
 from tests.support.workers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-# main when this round began: the release running in production, schema version 6.
+# The release running in production (main when this round began, schema version 6). After each
+# release, point it at that release's commit: the next one must keep its workers working.
 PREVIOUS_RELEASE = "8971caf"
 OLD_PATHS = ["worker", "migrations", "tests/__init__.py", "tests/handlers.py"]
 
