@@ -130,6 +130,16 @@ def test_every_function_the_readme_offers_works_as_service_role(supa, supa_url):
         assert scalar(c, "select (audio_queue.queue_settings()).max_rescues") == 3
         assert c.execute("select * from audio_queue.user_load(5)").fetchall() is not None
 
+        # the dashboard's reads (0010); its job_events trigger wrote the history of `failed` above
+        assert scalar(c, "select pending from audio_queue.dashboard_overview()") >= 1
+        assert c.execute("select * from audio_queue.dashboard_throughput(60)").fetchall()
+        assert c.execute("select * from audio_queue.dashboard_running(10)").fetchall() is not None
+        assert c.execute("select * from audio_queue.dashboard_workers('1 hour')").fetchall()
+        assert c.execute("select * from audio_queue.dashboard_jobs(p_error => 'bad')").fetchall()
+        kinds = [r[0] for r in c.execute("select kind from audio_queue.dashboard_job_events(%s)", (failed,))]
+        assert kinds == ["claimed", "failed", "requeued"]
+        assert scalar(c, "select job_queue_size from audio_queue.autoscale_signal()") >= 1
+
         # fleet-wide provider slots (0009)
         slot = c.execute(
             "select lease_id from audio_queue.acquire_provider_slot('openai', 'acct', 1, 10, 60, 30)"
