@@ -147,9 +147,9 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_parent))
     in_flight: list[asyncio.Future[Any]] = []  # an upload thread, which outlives a cancel
     try:
+        cover = await _fetch_cover(spec, work / "inputs", cfg)  # first: a bad cover fails before paid TTS
         with provider_slots(job, ctx, cfg.providers):
             inputs = await _fetch_inputs(spec.input_layers(), work / "inputs", cfg, ctx)
-        cover = await _fetch_cover(spec, work / "inputs", cfg)
 
         ctx.report(FETCH_END, "render")
         span = RENDER_END - FETCH_END
