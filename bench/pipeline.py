@@ -1,10 +1,15 @@
 """Full-pipeline benchmark: 1-minute tracks through the real queue, real worker processes, espeak,
 ffmpeg and a local S3 server (moto, worker/local/s3.py).
 
-    uv run python bench/pipeline.py [--jobs 12] [--seconds 60] [--slots 1]
+    uv run python bench/pipeline.py [--jobs 12] [--seconds 60] [--slots 1] [--shared-cache]
 
 Prints, for 1 and then 2 ``python -m worker run`` processes (``--slots`` jobs at once each,
 default 1), jobs/hour and the share of a job's time spent outside ffmpeg.
+
+``--shared-cache``: the provider cache's second level instead. The speech layer goes to the OpenAI
+fake (tests/fakes, counting calls), one distinct text per job; the same N jobs run twice on one
+worker, the second time with an empty local cache (a restarted dyno) and the shared level in the
+local S3 server warm. Prints each run's provider calls (the second should make none) and jobs/hour.
 
 Method:
 - jobs/hour: N jobs enqueued at once into an idle fleet; N / (last ``completed_at`` - first
@@ -62,12 +67,12 @@ exit $rc
 """
 
 
-def spec(seconds: float, **master: object) -> dict:
+def spec(seconds: float, provider: str = "espeak", text: str = TEXT, **master: object) -> dict:
     """A typical job: espeak voice, binaural ramp 10 -> 6 Hz, 528 Hz, pink noise."""
     return {
         "spec_version": 1, "duration_s": seconds, "fade_in_s": 3, "fade_out_s": 5,
         "layers": [
-            {"type": "speech", "text": TEXT, "provider": "espeak", "start_s": 2},
+            {"type": "speech", "text": text, "provider": provider, "start_s": 2},
             {"type": "binaural", "carrier_hz": 200, "gain_db": -14,
              "schedule": [{"t_s": 0, "beat_hz": 10}, {"t_s": seconds * 0.8, "beat_hz": 6}]},
             {"type": "solfeggio", "frequency_hz": 528, "gain_db": -24},
@@ -95,7 +100,7 @@ class Env:
         wrapper.chmod(0o755)
         self.ffmpeg = str(wrapper)
 
-    def worker_env(self, slots: int, **extra: str) -> dict[str, str]:
+    def worker_env(self, slots: int, cache: str = "cache", **extra: str) -> dict[str, str]:
         return {
             **os.environ,
             "DATABASE_URL": self.url,
@@ -105,7 +110,7 @@ class Env:
             "POLL_INTERVAL_MS": "1000",
             "FFMPEG_PATH": self.ffmpeg,
             "RENDER_TMP_DIR": str(self.tmp / "render"),
-            "PROVIDER_CACHE_DIR": str(self.tmp / "cache"),
+            "PROVIDER_CACHE_DIR": str(self.tmp / cache),
             **self.s3.env(),
             **extra,
         }
@@ -184,17 +189,32 @@ def upload_seconds(logs: list[Path]) -> float:
     return sum(float(m.group(2)) for log in logs for m in STORED.finditer(log.read_text(errors="replace")))
 
 
-def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: float, slots: int) -> dict:
+def run(
+    env: Env,
+    conn: psycopg.Connection,
+    workers: int,
+    jobs: int,
+    seconds: float,
+    slots: int,
+    payloads: list[dict] | None = None,
+    worker_env: dict[str, str] | None = None,
+) -> dict:
     conn.execute("truncate audio_queue.jobs cascade")  # and the webhook outbox
     env.ffmpeg_log.unlink(missing_ok=True)
-    logs = [env.tmp / f"worker-{workers}-{k}.log" for k in range(workers)]
-    procs = [env.start_worker(env.worker_env(slots), log.name) for log in logs]
+    logs = [env.tmp / f"worker-{workers}-{k}-{time.monotonic_ns()}.log" for k in range(workers)]
+    procs = [env.start_worker(worker_env or env.worker_env(slots), log.name) for log in logs]
     try:
         wait_ready(conn)
         time.sleep(1.0)
         env.ffmpeg_log.unlink(missing_ok=True)  # start-up checks are not job time
-        payload = json.dumps(spec(seconds))
-        conn.execute("select audio_queue.enqueue_job(%s::jsonb) from generate_series(1, %s)", (payload, jobs))
+        if payloads is None:
+            payload = json.dumps(spec(seconds))
+            conn.execute(
+                "select audio_queue.enqueue_job(%s::jsonb) from generate_series(1, %s)", (payload, jobs)
+            )
+        else:
+            for p in payloads:
+                conn.execute("select audio_queue.enqueue_job(%s::jsonb)", (json.dumps(p),))
         wait_done(conn, jobs, procs, timeout=60 + jobs * seconds)
     finally:
         stop(procs)
@@ -231,21 +251,52 @@ def run(env: Env, conn: psycopg.Connection, workers: int, jobs: int, seconds: fl
     }
 
 
+def shared_cache_runs(env: Env, conn: psycopg.Connection, jobs: int, seconds: float) -> None:
+    """The same ``jobs`` (distinct texts, OpenAI fake) twice on one worker: a cold run, then one
+    with an empty local cache and the shared level (in the local S3 server) warm."""
+    from tests.fakes import FakeOpenAI
+
+    payloads = [spec(seconds, provider="openai", text=f"{TEXT} This is job {i}.") for i in range(jobs)]
+    with FakeOpenAI() as openai:
+        for label, cache in (
+            ("cold caches", "cache-cold"),
+            ("empty local cache, warm shared level", "cache-new"),
+        ):
+            before = len(openai.requests)
+            worker_env = env.worker_env(1, cache=cache, **openai.env())
+            r = run(env, conn, 1, jobs, seconds, 1, payloads=payloads, worker_env=worker_env)
+            print(
+                f"  {label}: {len(openai.requests) - before} provider calls for {r['n']} jobs; "
+                f"{r['rate_h']:7.0f} jobs/hour ({r['span_s']:.1f} s), per job {r['job_mean_s']:.2f} s wall"
+            )
+    shared = sum(1 for k in env.s3.client().list_objects_v2(Bucket=env.s3.buckets[0]).get("Contents", [])
+                 if k["Key"].startswith("provider-cache/"))  # fmt: skip
+    print(f"  shared level: {shared} objects under provider-cache/")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=12, help="jobs per run")
     ap.add_argument("--seconds", type=float, default=60, help="track length")
     ap.add_argument("--slots", type=int, default=1, help="MAX_CONCURRENT_JOBS of each worker process")
+    ap.add_argument(
+        "--shared-cache",
+        action="store_true",
+        help="run the same jobs twice (OpenAI fake): cold, then an empty local cache with the shared level warm",
+    )
     args = ap.parse_args()
     env = Env()
     try:
         with psycopg.connect(env.url, autocommit=True) as conn:
             print(
-                f"pipeline bench: {args.jobs} jobs per run, {args.seconds:g} s tracks (espeak voice, binaural "
+                f"pipeline bench: {args.jobs} jobs per run, {args.seconds:g} s tracks "
+                f"({'OpenAI-fake' if args.shared_cache else 'espeak'} voice, binaural "
                 f"ramp, 528 Hz, pink noise; wav 24-bit + mp3 128k), {args.slots} slot(s) per worker, "
                 f"{os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
             )
-            for k in (1, 2):
+            if args.shared_cache:
+                shared_cache_runs(env, conn, args.jobs, args.seconds)
+            for k in () if args.shared_cache else (1, 2):
                 r = run(env, conn, k, args.jobs, args.seconds, args.slots)
                 print(
                     f"  worker processes={k}: {r['rate_h']:7.0f} jobs/hour ({r['n']} jobs in {r['span_s']:.1f} s); "
