@@ -122,6 +122,12 @@ def test_check_reports_ready_and_missing_bucket(s3: S3Server) -> None:
     problems = Storage(s3.settings(storage_preview_bucket="not-created-y")).check()
     assert len(problems) == 1 and "'not-created-y' does not exist" in problems[0]
     assert "credentials missing" in Storage(s3.settings(storage_s3_access_key_id="")).check()[0]
+    cache = Storage(s3.settings(provider_cache_bucket="no-cache-bucket")).check()  # the shared cache's
+    assert len(cache) == 1 and "'no-cache-bucket' does not exist" in cache[0]
+    assert (
+        Storage(s3.settings(provider_cache_bucket="no-cache-bucket", provider_cache_shared=False)).check()
+        == []
+    )
 
 
 _UPLOAD_AND_REPORT_PEAK = """

@@ -21,7 +21,6 @@ ended without one. Completion keeps the result's own objects (SQL trigger, migra
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -30,9 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
+from pydantic import ValidationError
 
 from worker import logs
-from worker.config import load_settings
+from worker.config import WorkerSettings, load_settings
 from worker.errors import JobError, PayloadError, PermanentError, RetryableError
 from worker.job.inputs import download_object, fetch_input, stage_of
 from worker.job.slots import provider_slots
@@ -91,7 +91,10 @@ def install_shared_cache(cfg: PipelineConfig) -> None:
     if not (s.provider_cache_shared and cfg.providers.provider_cache_enabled):
         cache.install_shared(None)
         return
-    database_url = os.environ.get("DATABASE_URL", "").strip()
+    try:
+        database_url: str | None = WorkerSettings().database_url.get_secret_value()
+    except ValidationError:  # no DATABASE_URL (a pipeline run outside a worker): no fleet lock
+        database_url = None
     cache.install_shared(
         cache.SharedCache(
             cfg.storage,

@@ -466,9 +466,10 @@ class Storage:
     def _delete_batch(self, bucket: str, keys: list[str]) -> None:
         def call() -> dict[str, Any]:
             try:
-                return self._s3.delete_objects(
+                response: dict[str, Any] = self._s3.delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
                 )
+                return response
             except ClientError as exc:
                 code, status = error_code(exc)
                 if code in {"NoSuchBucket", "NoSuchKey"} or status == 404:  # nothing left to delete
@@ -497,13 +498,17 @@ class Storage:
                 "(Supabase Dashboard -> Storage -> S3 Connection -> Access keys)"
             ]
         problems: list[str] = []
-        for bucket in dict.fromkeys([settings.master_bucket, settings.preview_bucket]):
+        served = {settings.master_bucket, settings.preview_bucket}  # their URLs go into results
+        buckets = [settings.master_bucket, settings.preview_bucket]
+        if settings.provider_cache_shared:
+            buckets.append(settings.provider_cache_bucket_name)
+        for bucket in dict.fromkeys(buckets):
             try:
                 self._s3.head_bucket(Bucket=bucket)
             except Exception as exc:
                 problems.append(str(classify(exc, action="reach the bucket", bucket=bucket)))
                 continue
-            if settings.storage_url_mode == "public":
+            if settings.storage_url_mode == "public" and bucket in served:
                 problems += self._public_problems(bucket)
         return problems
 
