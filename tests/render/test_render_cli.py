@@ -49,3 +49,19 @@ def test_cli_reports_bad_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     assert main([str(spec), "--out", str(tmp_path / "out")]) == 2
     assert "invalid payload: layers[0].carrier_hz: must be between 20 and 20000 Hz" in capsys.readouterr().err
+
+
+def test_cli_writes_the_deliverables_with_a_cover_from_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cover = tmp_path / "cover.jpg"
+    cover.write_bytes(b"\xff\xd8\xff\xe0" + bytes(64))  # a JPEG's signature is all the check reads
+    spec = write(tmp_path, {"spec_version": 1, "duration_s": 2, "layers": [{"type": "solfeggio"}],
+                            "tags": {"title": "Local", "cover": "covers/x.jpg"}, "output": {"full": True, "peaks": True}})  # fmt: skip
+    out = tmp_path / "out"
+    assert main([str(spec), "--out", str(out), "--quiet"]) == 2  # the cover is a storage object
+    assert "tags.cover: a storage object: pass --input tags.cover=FILE" in capsys.readouterr().err
+    assert main([str(spec), "--out", str(out), "--quiet", "--json", "--input", f"tags.cover={cover}"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["full"] == str(out / "full.mp3") and doc["peaks"] == str(out / "peaks.json")
+    assert json.loads((out / "peaks.json").read_text())["length"] == 20
