@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [
+    p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
+]  # bench/queue.py is not stdlib queue
 sys.path.insert(0, str(ROOT))
 
 TEXT = (
@@ -153,8 +156,9 @@ def measured_child(seconds: float, work: Path, out: Path) -> dict:
 
 
 def floor_command(
-    seconds: float, inputs: dict[str, Path], gain_db: float, limiter_db: float | None, out: Path
-) -> list[str]:
+    seconds: float, inputs: dict[str, Path], gain_db: float, limiter_db: float | None, out: Path,
+    speech_anchor: bool = False,
+) -> list[str]:  # fmt: skip
     """The same track as one hand-written ffmpeg command, given the gain (and limiter) we measured."""
     sr, n = 44100, round(seconds * 44100)
     pts = [(f * seconds, b) for f, b in SCHEDULE]
@@ -173,11 +177,17 @@ def floor_command(
     expr = f"{tau * (fc * t_end + cycles):.12f}+{tau * (fc + b_end):.12f}*(t-{t_end})"
     for end, piece in reversed(pieces):
         expr = f"if(lt(t,{end}),{piece},{expr})"
+    from worker.render.sources import colour_filter
+
+    attack, release = (1, 10) if speech_anchor else (5, 50)  # what the engine's plan uses
     lim = (
-        f",alimiter=limit={10 ** (limiter_db / 20)}:attack=5:release=50:level=0:latency=1"
+        f",alimiter=limit={10 ** (limiter_db / 20)}:attack={attack}:release={release}:level=0:latency=1"
         if limiter_db
         else ""
     )
+    sections, pink_gain = colour_filter("pink", sr)  # the engine's own pink noise
+    pink = "".join(f",biquad=b0={b[0]}:b1={b[1]}:b2={b[2]}:a0=1:a1={a[1]}:a2={a[2]}:precision=f64"
+                   for b, a in sections) + f",volume={pink_gain}:precision=double"  # fmt: skip
     fmt = "aformat=sample_fmts=fltp:sample_rates=44100:channel_layouts=stereo"
     graph = (
         f"[0:a]{fmt},adelay=delays={5 * sr}S:all=1,asplit=2[sp][sc];"
@@ -201,8 +211,8 @@ def floor_command(
         *lavfi(f"sine=frequency=200:sample_rate={sr}:duration={seconds}"),
         *lavfi(f"aevalsrc=exprs='0.125*sin({expr})':sample_rate={sr}:duration={seconds}"),
         *lavfi(f"sine=frequency=528:sample_rate={sr}:duration={seconds}"),
-        *lavfi(f"anoisesrc=color=pink:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1008"),
-        *lavfi(f"anoisesrc=color=pink:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1009"),
+        *lavfi(f"anoisesrc=color=white:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1008{pink}"),
+        *lavfi(f"anoisesrc=color=white:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1009{pink}"),
         *lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={seconds + 0.1}"),
         "-filter_complex", graph,
         "-map", "[m]", "-ar", str(sr), "-ac", "2", "-acodec", "pcm_s24le", "-f", "wav", str(out / "floor.wav"),
@@ -239,14 +249,16 @@ def main() -> None:
         r = fig["result"]
         print(f"render:        {fig['wall_s']:.2f} s wall, {fig['cpu_s']:.2f} s CPU ({seconds / fig['wall_s']:.1f}x realtime), "
               f"{r['passes']} ffmpeg passes, limiter {'on' if r['limiter'] else 'off'}")  # fmt: skip
-        print(f"loudness:      {r['integrated_lufs']:.1f} LUFS (target {r['target_lufs']:g}), "
+        print(f"loudness:      {r['integrated_lufs']:.1f} LUFS integrated, anchor {r.get('anchor')} "
+              f"{r.get('speech_lufs') or r['integrated_lufs']:.1f} LUFS (target {r['target_lufs']:g}), "
               f"true peak {r['true_peak_dbtp']:.1f} dBTP (ceiling {r['ceiling_dbtp']:g})")  # fmt: skip
         print(
             f"peak memory:   process tree {mb(fig['tree_peak_kb'])}, Python process {mb(fig['python_peak_kb'])}"
         )
         if not args.no_floor:
-            limiter_db = r["ceiling_dbtp"] - 0.8 if r["limiter"] else None
-            cmd = floor_command(seconds, inputs, r["gain_db"], limiter_db, work)
+            speech_anchor = r.get("anchor") == "speech"
+            limiter_db = r["ceiling_dbtp"] - (0.3 if speech_anchor else 0.8) if r["limiter"] else None
+            cmd = floor_command(seconds, inputs, r["gain_db"], limiter_db, work, speech_anchor)
             import resource
 
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -66,7 +66,7 @@ def test_demo_renders_the_example_meditation_on_throwaway_services(tmp_path):
     assert abs(float(p["format_duration"]) - spec["output"]["preview"]["seconds"]) < 0.5
     assert re.search(r"^duration: 600\.0 s$", done.stdout, re.MULTILINE)
     lufs = re.search(
-        r"^loudness: (-?\d+\.\d) LUFS integrated .* true peak (-?\d+\.\d) dBTP", done.stdout, re.MULTILINE
+        r"^loudness: (-?\d+\.\d) LUFS speech .* true peak (-?\d+\.\d) dBTP", done.stdout, re.MULTILINE
     )
     assert lufs, done.stdout
     assert abs(float(lufs.group(1)) - spec["loudness"]["target_lufs"]) <= 1.0

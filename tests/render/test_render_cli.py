@@ -28,7 +28,11 @@ def test_cli_renders_with_supplied_input(
     assert (
         f"master:   {out / 'master.wav'}" in printed.out and f"preview:  {out / 'preview.mp3'}" in printed.out
     )
-    assert "LUFS integrated (target -16)" in printed.out and "rendering 100.0%" in printed.err
+    assert (
+        "(target -16)" in printed.out
+        and "LUFS integrated" in printed.out
+        and "rendering 100.0%" in printed.err
+    )
     assert float(probe(out / "master.wav")["duration"]) == pytest.approx(
         float(probe(speech_wav)["duration"]) + 1, abs=0.02
     )

@@ -239,7 +239,9 @@ def _summary(result: dict[str, Any], files: dict[str, Path], elapsed: float) -> 
     )
     print(f"preview:  {files['preview'].resolve()}  ({details.get('preview_duration_s', 0):.1f} s mp3)")
     print(f"duration: {result['duration_s']:.1f} s")
+    anchor = loud.get("anchor") or "mix"
+    anchored = loud.get("speech_lufs") if anchor == "speech" else loud.get("integrated_lufs")
     print(
-        f"loudness: {loud.get('integrated_lufs'):.1f} LUFS integrated (target {loud.get('target_lufs'):g}), "
-        f"true peak {loud.get('true_peak_dbtp'):.1f} dBTP"
+        f"loudness: {anchored:.1f} LUFS {anchor} (target {loud.get('target_lufs'):g}), "
+        f"{loud.get('integrated_lufs'):.1f} LUFS integrated, true peak {loud.get('true_peak_dbtp'):.1f} dBTP"
     )

@@ -92,6 +92,11 @@ class _Bar:
             print(f"rendering {pct:5.1f}%", file=sys.stderr, flush=True)
 
 
+def _anchored(r: RenderResult) -> float:
+    """Loudness of what was brought to the target (the speech, or the whole mix)."""
+    return r.speech_lufs if r.speech_lufs is not None else r.integrated_lufs
+
+
 def _summary(r: RenderResult, extra: Deliverables) -> str:
     lra = "n/a" if r.lra is None else f"{r.lra:.1f} LU"
     files = "".join(
@@ -100,7 +105,8 @@ def _summary(r: RenderResult, extra: Deliverables) -> str:
     return (
         f"master:   {r.master}\npreview:  {r.preview}\n{files}"
         f"duration: {r.duration_s:.3f} s ({r.sample_rate} Hz, {r.master_format} {r.master_bit_depth}-bit)\n"
-        f"loudness: {r.integrated_lufs:.1f} LUFS integrated (target {r.target_lufs:g}), "
+        f"loudness: {_anchored(r):.1f} LUFS {r.anchor} (target {r.target_lufs:g}), "
+        f"{r.integrated_lufs:.1f} LUFS integrated, "
         f"true peak {r.true_peak_dbtp:.1f} dBTP (ceiling {r.ceiling_dbtp:g}), LRA {lra}\n"
         f"render:   {r.render_seconds:.2f} s ({r.duration_s / max(r.render_seconds, 1e-6):.1f}x realtime)"
     )

@@ -348,7 +348,7 @@ def _make_tmp(out_dir: Path, settings: RenderSettings) -> Path:
 async def _normalise(spec: RenderSpec, layer_inputs: dict[str, LayerInput], passes: _Passes) -> _Outcome:
     """Mix, plan, calibrate, master, check the preview; the off-target policy applied."""
     measured_in, goal = await _mix(spec, layer_inputs, passes)
-    plan = plan_gain(measured_in, goal.target_lufs, goal.ceiling_dbtp)
+    plan = plan_gain(measured_in, goal.target_lufs, goal.ceiling_dbtp, speech=goal.anchor == "speech")
     plan = await _calibrate(plan, measured_in, goal, passes)
     plan, measured = await _master(spec, plan, measured_in, goal, passes)
     preview_tp = await _check_preview(spec, plan, measured, goal, passes)

@@ -153,15 +153,18 @@ def _bus(streams: list[Stream]) -> Stream:
     return ffmpeg.filter(streams, "amix", inputs=len(streams), normalize=0, dropout_transition=0)
 
 
-def _limiter(limit_db: float) -> str:
-    return f"alimiter=limit={num(db_to_lin(limit_db))}:attack=5:release=50:level=0:latency=1"
+def _limiter(limit_db: float, plan: GainPlan) -> str:
+    return (
+        f"alimiter=limit={num(db_to_lin(limit_db))}:attack={num(plan.attack_ms)}"
+        f":release={num(plan.release_ms)}:level=0:latency=1"
+    )
 
 
 def _gain_chain(plan: GainPlan, peak: str | None) -> str:
     """Filter chain text (numbers only) applying the plan to the mix and metering the result."""
     chain = f"volume=volume={num(db_to_lin(plan.gain_db))}:precision=double"
     if plan.limit_dbtp is not None:
-        chain += f",{_limiter(plan.limit_dbtp)}"
+        chain += f",{_limiter(plan.limit_dbtp, plan)}"
     return chain if peak is None else f"{chain},ebur128=peak={peak}:framelog=verbose"
 
 
