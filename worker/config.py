@@ -7,7 +7,7 @@ the rule it broke.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
@@ -169,7 +169,7 @@ def password_of(url: str) -> str | None:
 S = TypeVar("S", bound=BaseSettings)
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Read ``cls`` from the environment; exits (status 1) with one line per broken rule."""
     try:
         return cls(**overrides)
@@ -177,6 +177,6 @@ def load_settings(cls: type[S], **overrides: object) -> S:
         raise SystemExit(f"configuration error:\n{describe_validation_error(exc)}") from None
 
 
-def load_worker_settings(**overrides: object) -> WorkerSettings:
+def load_worker_settings(**overrides: Any) -> WorkerSettings:
     """The queue side's settings; exits with a message per broken rule when invalid."""
     return load_settings(WorkerSettings, **overrides)

@@ -41,7 +41,8 @@ def database_problems(settings: WorkerSettings) -> list[str]:
     try:
         with psycopg.connect(plan.url, connect_timeout=CONNECT_TIMEOUT_S, **plan.connect_kwargs) as conn:
             exists = conn.execute(q("schema_exists")).fetchone()
-            version = int(conn.execute(q("schema_version")).fetchone()[0]) if exists and exists[0] else None
+            row = conn.execute(q("schema_version")).fetchone() if exists and exists[0] else None
+            version = int(row[0]) if row is not None else None
     except psycopg.Error as exc:
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         password = password_of(plan.url)

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
 
         migrate(env.database_url, log=lambda m: say(f"migrate: {m}"))
         with psycopg.connect(env.database_url, autocommit=True, prepare_threshold=None) as conn:
-            job_id = conn.execute(
+            row = conn.execute(
                 q("enqueue_job"),
                 {
                     "payload": Jsonb(payload),
@@ -98,7 +98,9 @@ def main(argv: list[str]) -> int:
                     "track_id": None,
                     "user_id": None,
                 },
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None  # enqueue_job returns the new id
+            job_id = row[0]
             say(
                 f"enqueued {args.spec.name} ({spec.duration_s:g} s, {len(spec.layers)} layers) as job {job_id}"
             )

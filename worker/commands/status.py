@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
     """The operator-facing fields of a jobs row, JSON-able."""
-    return json.loads(json.dumps({k: row.get(k) for k in FIELDS}, default=str))
+    view: dict[str, Any] = json.loads(json.dumps({k: row.get(k) for k in FIELDS}, default=str))
+    return view
 
 
 def describe(job: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ rows wait in the table for the next worker. At least once: a worker killed betwe
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -141,7 +142,7 @@ class Outbox:
                 for row in rows:
                     task = asyncio.create_task(self._deliver(row), name="webhook")
                     self._inflight[row["id"]] = (row, task)
-                    task.add_done_callback(lambda _t, rid=row["id"]: self._done(rid))
+                    task.add_done_callback(functools.partial(self._done, row["id"]))
                 if len(rows) == want:
                     continue  # maybe more are due
             await self._nap(POLL_S)
@@ -152,7 +153,7 @@ class Outbox:
         except TimeoutError:
             pass
 
-    def _done(self, row_id: int) -> None:
+    def _done(self, row_id: int, _task: asyncio.Task[Any]) -> None:
         self._inflight.pop(row_id, None)
         self._wake.set()
 

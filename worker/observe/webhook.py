@@ -83,7 +83,7 @@ def retryable(status: int | None) -> bool:
 
 def backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1, 2, 4 ... capped)."""
-    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(attempt - 1, 0))
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** max(attempt - 1, 0))
 
 
 async def attempt(

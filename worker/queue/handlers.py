@@ -23,7 +23,7 @@ loop before the job's next attempt runs its handler, and by the rescue leader fo
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Protocol
@@ -100,7 +100,7 @@ class Handler(Protocol):
     def __call__(self, job: Job, ctx: JobContext) -> Awaitable[dict[str, Any]]: ...
 
 
-def load_handler(spec: str) -> tuple[Handler, Callable[[], Awaitable[None]] | None]:
+def load_handler(spec: str) -> tuple[Handler, Callable[[], Coroutine[Any, Any, None]] | None]:
     """Import ``module:function``; raises SystemExit with a clear message when it is not there.
 
     Returns the handler and the module's ``async def prepare()`` if it has one: the run command

@@ -172,7 +172,8 @@ def measure_command(plan: GainPlan, ffmpeg_path: str) -> list[str]:
     """Calibration pass (run in the temp dir): loudness of the gained, limited mix; nothing is
     written and the costly true-peak meter is left to the master pass."""
     s = ffmpeg.input(f"amovie={MIX_FILE},{_gain_chain(plan, 'none')}", f="lavfi")["a"]
-    return ffmpeg.output(s, "-", f="null").global_args("-loglevel", "info").compile(cmd=ffmpeg_path)
+    cmd: list[str] = ffmpeg.output(s, "-", f="null").global_args("-loglevel", "info").compile(cmd=ffmpeg_path)
+    return cmd
 
 
 def master_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_path: str) -> list[str]:
@@ -195,7 +196,8 @@ def master_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_p
 
     preview_out = _preview_output(spec, duration_s, plan, preview_s)
     merged = ffmpeg.merge_outputs(master_out, preview_out, spare)
-    return merged.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+    cmd: list[str] = merged.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path)
+    return cmd
 
 
 def _preview_output(spec: RenderSpec, duration_s: float, plan: GainPlan, s: Stream) -> Stream:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from worker.errors import PayloadError
 from worker.render.settings import RenderSettings
 from worker.render.spec import LAYER_TYPES, SPEC_VERSION, LegacyJob, RenderSpec, legacy_to_spec
+
+M = TypeVar("M", bound=BaseModel)
 
 # A model-level rule is raised as ValueError("<field>: <rule>") so the field can be named.
 _FIELD_RULE = re.compile(
@@ -38,9 +40,9 @@ def parse_spec(payload: Any, settings: RenderSettings | None = None) -> RenderSp
     return _validate(RenderSpec, payload, ctx)
 
 
-def _validate(model: type, payload: dict[str, Any], ctx: dict[str, Any]) -> Any:
+def _validate(model: type[M], payload: dict[str, Any], ctx: dict[str, Any]) -> M:
     try:
-        return model.model_validate(payload, context=ctx)  # type: ignore[attr-defined]
+        return model.model_validate(payload, context=ctx)
     except ValidationError as exc:
         raise _to_payload_error(exc) from None
 

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     HttpUrl,
     PrivateAttr,
     StringConstraints,
@@ -26,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema, core_schema
 
 from worker.providers.pauses import PauseMarkerError, split_pauses
 from worker.render import sources
@@ -43,25 +45,27 @@ def _fmt(x: float) -> str:
 
 @dataclass(frozen=True)
 class Range:
-    """The bounds of a :func:`rng` field, readable from its metadata (the random-spec tests
-    derive their out-of-range values from it)."""
+    """A finite float in [lo, hi] whose error message states the rule: ``Annotated[float, Range(...)]``.
+
+    Pydantic builds the check from it; the random-spec tests read the bounds from the field's
+    metadata to derive out-of-range values; type checkers see a plain ``float``."""
 
     lo: float
     hi: float
+    unit: str = ""
 
-
-def rng(lo: float, hi: float, unit: str = "") -> Any:
-    """A finite float in [lo, hi] whose error message states the rule."""
-    suffix = f" {unit}" if unit else ""
-
-    def check(v: float) -> float:
+    def check(self, v: float) -> float:
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
-        if not lo <= v <= hi:
-            raise ValueError(f"must be between {_fmt(lo)} and {_fmt(hi)}{suffix}")
+        if not self.lo <= v <= self.hi:
+            suffix = f" {self.unit}" if self.unit else ""
+            raise ValueError(f"must be between {_fmt(self.lo)} and {_fmt(self.hi)}{suffix}")
         return v
 
-    return Annotated[float, Field(strict=True, allow_inf_nan=True), AfterValidator(check), Range(lo, hi)]
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            self.check, core_schema.float_schema(strict=True, allow_inf_nan=True)
+        )
 
 
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+\-]{0,127}$")]
@@ -79,9 +83,9 @@ ObjectPath = Annotated[
 ]
 """A storage object path ``bucket/dir/file.mp3`` (no ``..``)."""
 
-Seconds = rng(0, 86400, "s")
-FadeSeconds = rng(0, 600, "s")
-GainDb = rng(-60, 20, "dB")
+Seconds = Annotated[float, Range(0, 86400, "s")]
+FadeSeconds = Annotated[float, Range(0, 600, "s")]
+GainDb = Annotated[float, Range(-60, 20, "dB")]
 
 
 class _Model(BaseModel):
@@ -93,7 +97,7 @@ class LayerBase(_Model):
     """The layer type's name (each model narrows it to its own literal: the union's tag)."""
     gain_db: GainDb = 0.0
     start_s: Seconds = 0.0
-    duration_s: rng(0.1, 86400, "s") | None = None
+    duration_s: Annotated[float, Range(0.1, 86400, "s")] | None = None
     """Length of the layer from ``start_s``; default: to the end of the track (speech: its own length)."""
     fade_in_s: FadeSeconds = 0.0
     fade_out_s: FadeSeconds = 0.0
@@ -134,22 +138,22 @@ class SpeechLayer(LayerBase):
     provider: Token | None = None
     voice: Token | None = None
     model: Token | None = None
-    speed: rng(0.5, 2.0) = 1.0
+    speed: Annotated[float, Range(0.5, 2.0)] = 1.0
 
 
 class Duck(_Model):
     """Sidechain compression of a music layer under the speech layers."""
 
-    threshold_db: rng(-60, 0, "dB") = -35.0
-    ratio: rng(1, 20) = 8.0
-    attack_ms: rng(1, 2000, "ms") = 20.0
-    release_ms: rng(10, 9000, "ms") = 400.0
+    threshold_db: Annotated[float, Range(-60, 0, "dB")] = -35.0
+    ratio: Annotated[float, Range(1, 20)] = 8.0
+    attack_ms: Annotated[float, Range(1, 2000, "ms")] = 20.0
+    release_ms: Annotated[float, Range(10, 9000, "ms")] = 400.0
 
 
 class GeneratedMusic(_Model):
     provider: Token | None = None
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    seconds: rng(1, 600, "s") = 30.0
+    seconds: Annotated[float, Range(1, 600, "s")] = 30.0
     seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] | None = None
     mode: Token | None = None
 
@@ -163,7 +167,7 @@ class MusicLayer(LayerBase):
     url: HttpUrl | None = None
     generate: GeneratedMusic | None = None
     loop: bool = True
-    loop_crossfade_s: rng(0, 10, "s") = 0.1
+    loop_crossfade_s: Annotated[float, Range(0, 10, "s")] = 0.1
     """Equal-power crossfade at each loop seam (0: butt-joined); a seamless input is looped as is."""
     duck: Duck | None = None
 
@@ -186,8 +190,8 @@ class MusicLayer(LayerBase):
         return self
 
 
-Carrier = rng(20, 20000, "Hz")
-Beat = rng(0.5, 40, "Hz")
+Carrier = Annotated[float, Range(20, 20000, "Hz")]
+Beat = Annotated[float, Range(0.5, 40, "Hz")]
 
 
 class RampPoint(_Model):
@@ -407,8 +411,8 @@ class Loudness(_Model):
     nothing to do); default: speech when the spec has speech layers, else the mix."""
 
     preset: str | None = None
-    target_lufs: rng(-36, -6, "LUFS") = -16.0
-    true_peak_dbtp: rng(-9, 0, "dBTP") = -1.5
+    target_lufs: Annotated[float, Range(-36, -6, "LUFS")] = -16.0
+    true_peak_dbtp: Annotated[float, Range(-9, 0, "dBTP")] = -1.5
     anchor: Literal["mix", "speech"] | None = None
 
     @model_validator(mode="before")
@@ -436,7 +440,7 @@ class PreviewOutput(_Model):
 
     bitrate_kbps: Mp3Bitrate | None = None
     vbr_quality: Annotated[int, Field(strict=True, ge=0, le=9)] | None = None
-    seconds: rng(1, 86400, "s") | None = None
+    seconds: Annotated[float, Range(1, 86400, "s")] | None = None
     """Only the first N seconds (with a short fade-out); default: the whole track."""
 
     @model_validator(mode="after")
@@ -516,9 +520,9 @@ class RenderSpec(_Model):
     """A validated render job. Build it with :func:`worker.render.parse_spec`."""
 
     spec_version: Literal[1]
-    duration_s: rng(1, 10_000_000, "s") | Literal["fit"]
+    duration_s: Annotated[float, Range(1, 10_000_000, "s")] | Literal["fit"]
     """Track length, or ``"fit"``: the end of the last speech layer plus ``tail_s``."""
-    tail_s: rng(0, 600, "s") = 10.0
+    tail_s: Annotated[float, Range(0, 600, "s")] = 10.0
     sample_rate: Literal[44100, 48000] = 44100
     fade_in_s: FadeSeconds = 0.0
     fade_out_s: FadeSeconds = 0.0
@@ -589,7 +593,7 @@ class LegacyJob(_Model):
     """The old music app's job: one generated-music clip."""
 
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-    duration: rng(1, 60, "s")
+    duration: Annotated[float, Range(1, 60, "s")]
     quality: Literal["low", "medium", "high"] = "medium"
     mode: Token | None = None
 
