@@ -39,3 +39,18 @@ def test_redact_masks_given_and_key_shaped_secrets():
     from worker.logs import redact
 
     assert redact("pw=hunter2-long and sk-abcdefgh123", ["hunter2-long"]) == "pw=*** and sk-***"
+
+
+def test_readme_where_things_are_matches_the_tree():
+    """README's "Where things are" table lists every package of worker/, and every path it names exists."""
+    import re
+
+    readme = (WORKER.parent / "README.md").read_text()
+    table = readme.split("Where things are:", 1)[1].split("\n\n", 2)[1]
+    named = re.findall(r"^\| `([^`]+)`", table, re.MULTILINE)
+    for path in named:
+        assert (WORKER.parent / path).exists(), f"README names {path}, which does not exist"
+    packages = {
+        f"worker/{p.relative_to(WORKER).parent}/" for p in WORKER.rglob("__init__.py") if p.parent != WORKER
+    }
+    assert packages <= set(named), f"packages missing from README's table: {sorted(packages - set(named))}"
