@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+RATE_WINDOW = 10  # minutes
+
 
 @dataclass(frozen=True)
 class Bar:
@@ -31,7 +33,8 @@ class ThroughputChart:
 def throughput_chart(
     rows: list[dict[str, Any]], now: datetime, minutes: int = 180, width: int = 900, height: int = 160
 ) -> ThroughputChart:
-    """One bar per minute (completed green under failed red) and the failure rate as a line."""
+    """One bar per minute (completed green under failed red) and the failure rate of the trailing
+    10 minutes as a line."""
     by_minute = {r["minute"]: r for r in rows}
     start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
     step = width / minutes
@@ -52,8 +55,12 @@ def throughput_chart(
                 title=f"{minute:%H:%M} UTC: {c} completed, {f} failed",
             )
         )
-        if c + f:
-            points.append(f"{round(i * step + step / 2, 2)},{round(height * (1 - f / (c + f)), 2)}")
+        # Failure rate over the trailing RATE_WINDOW minutes: one failure in a quiet minute does
+        # not draw a spike to 100 %.
+        window = counts[max(0, i - RATE_WINDOW + 1) : i + 1]
+        ended, failed = sum(a + b for a, b in window), sum(b for _, b in window)
+        if ended:
+            points.append(f"{round(i * step + step / 2, 2)},{round(height * (1 - failed / ended), 2)}")
     return ThroughputChart(
         width=width,
         height=height,
