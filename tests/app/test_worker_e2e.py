@@ -41,6 +41,48 @@ def s3() -> Iterator[S3Server]:
         yield server
 
 
+# Every change of a job's status, progress or stage as committed (the rows the broadcast trigger
+# sees), logged by a test-only trigger, to replay the throttle against the worker's real traffic.
+CHANGE_LOG = """
+create schema e2e_log;
+create table e2e_log.changes (n bigserial, at timestamptz, status text, progress integer, stage text,
+                              status_changed boolean);
+create function e2e_log.log() returns trigger language plpgsql as $$
+begin
+    insert into e2e_log.changes (at, status, progress, stage, status_changed)
+    values (now(), new.status, new.progress, new.stage, new.status is distinct from old.status);
+    return null;
+end $$;
+create trigger zz_e2e_log after update on audio_queue.jobs for each row
+    when (new.user_id is not null and (new.status is distinct from old.status
+          or new.progress is distinct from old.progress or new.stage is distinct from old.stage))
+    execute function e2e_log.log();
+"""
+
+
+@pytest.fixture
+def changes(supa: psycopg.Connection) -> Iterator[None]:
+    supa.execute(CHANGE_LOG)
+    try:
+        yield
+    finally:
+        supa.execute("drop schema e2e_log cascade")
+
+
+def throttled(conn: psycopg.Connection) -> list[tuple[str, int, str | None]]:
+    """What the broadcasts must be, from the logged changes: a status change always, any other
+    change only a second or more after the last message sent."""
+    out: list[tuple[str, int, str | None]] = []
+    last = None
+    for at, status, progress, stage, status_changed in conn.execute(
+        "select at, status, progress, stage, status_changed from e2e_log.changes order by n"
+    ):
+        if status_changed or last is None or (at - last).total_seconds() >= 1.0:
+            out.append((status, progress, stage))
+            last = at
+    return out
+
+
 def broadcasts(conn: psycopg.Connection, topic: str) -> list[tuple[Any, dict[str, Any]]]:
     """(inserted_at, payload) of the job messages sent on ``topic``, oldest first."""
     rows = conn.execute(
@@ -57,7 +99,7 @@ def delivered(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_a_users_job_rendered_by_a_real_worker_is_theirs_to_see_watch_and_download(
-    supa: psycopg.Connection, supa_url: str, s3: S3Server, tmp_path: Path
+    supa: psycopg.Connection, supa_url: str, s3: S3Server, tmp_path: Path, changes: None
 ) -> None:
     with request(supa_url, "service_role") as server:  # the Edge Function's call, user from the token
         row = server.execute(
@@ -111,11 +153,13 @@ def test_a_users_job_rendered_by_a_real_worker_is_theirs_to_see_watch_and_downlo
     assert statuses[0] == "processing" and statuses[-1] == "completed", statuses
     assert [p["status"] for _, p in on_user] == ["pending", *statuses]
     assert on_job[-1][1]["result"] == result and set(on_job[-1][1]) - {"id"} <= CLIENT_FIELDS
+    sent = [(p["status"], p["progress"], p["stage"]) for _, p in on_job]
+    assert sent == throttled(supa)  # the worker's every change, thinned to one a second
     for (t0, p0), (t1, p1) in zip(on_job, on_job[1:]):
         if p0["status"] == p1["status"]:
             assert (t1 - t0).total_seconds() >= 1.0, (p0, p1)
-    sent = json.dumps([p for _, p in on_job + on_user])
-    assert "secret" not in sent and "lease" not in sent and "worker" not in sent and "sha256" not in sent
+    text = json.dumps([p for _, p in on_job + on_user])
+    assert "secret" not in text and "lease" not in text and "worker" not in text and "sha256" not in text
     assert can_join(supa_url, job_topic, "authenticated", A) and can_join(
         supa_url, user_topic, "authenticated", A
     )
