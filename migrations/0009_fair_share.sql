@@ -50,6 +50,7 @@ declare
     v_cap     integer;
     v_groups  uuid[];
     v_ids     uuid[];
+    v_locked  uuid[];
 begin
     if p_limit is null or p_limit not between 1 and 1000 then
         raise exception 'get_next_pending_job: p_limit must be between 1 and 1000 (got %)', p_limit
@@ -112,8 +113,7 @@ begin
         )
         select array_agg(id order by priority desc, turn, run_at, id) into v_ids from heads;
 
-        return query
-        with picked as (
+        select array_agg(s.id) into v_locked from (
             select j.id
               from audio_queue.jobs j
              where j.id = any(v_ids)
@@ -121,39 +121,25 @@ begin
              order by array_position(v_ids, j.id)
              limit p_limit
                for update skip locked
-        )
-        update audio_queue.jobs j
-           set status           = 'processing',
-               attempts         = j.attempts + 1,
-               locked_by        = coalesce(p_worker_id, 'anonymous'),
-               lease_id         = gen_random_uuid(),
-               lease_seconds    = p_lease_seconds,
-               heartbeat_at     = now(),
-               lease_expires_at = now() + make_interval(secs => p_lease_seconds),
-               started_at       = now(),
-               progress         = 0,
-               stage            = null
-          from picked
-         where j.id = picked.id
-        returning j.*;
-        -- Fewer than asked while more wait unlocked? Candidates were taken by concurrent claims:
-        -- with a cap, the next call sees them running; without one, the plain order fills up.
-        if found or v_cap is not null then
-            return;
-        end if;
+        ) s;
     end if;
 
-    -- One group (or fairness off, or every candidate taken concurrently): the 0001 order.
+    -- One group (or fairness off): the 0001 order. Also when every fair candidate was taken by a
+    -- concurrent claim: the plain order fills the slots instead of waiting (never with a cap).
+    if v_locked is null and v_cap is null then
+        select array_agg(s.id) into v_locked from (
+            select j.id
+              from audio_queue.jobs j
+             where j.status in ('pending', 'queued')
+               and j.run_at <= now()
+             order by j.priority desc, j.run_at, j.id
+             limit p_limit
+               for update skip locked
+        ) s;
+    end if;
+
+    -- The rows are locked by this transaction: hand them to the caller.
     return query
-    with picked as (
-        select j.id
-          from audio_queue.jobs j
-         where j.status in ('pending', 'queued')
-           and j.run_at <= now()
-         order by j.priority desc, j.run_at, j.id
-         limit p_limit
-           for update skip locked
-    )
     update audio_queue.jobs j
        set status           = 'processing',
            attempts         = j.attempts + 1,
@@ -165,8 +151,7 @@ begin
            started_at       = now(),
            progress         = 0,
            stage            = null
-      from picked
-     where j.id = picked.id
+     where j.id = any(v_locked)
     returning j.*;
 end;
 $$;
