@@ -14,11 +14,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import httpx
+
 from worker.errors import PayloadError
-from worker.providers.base import ProviderFault, stream_audio
+from worker.providers.base import ProviderFault
+from worker.providers.http import fetch_audio
 from worker.providers.provider import Fields, SpeechCall, SpeechProvider
-from worker.providers.ratelimit import request_slot
-from worker.providers.retry import with_retries
 
 if TYPE_CHECKING:
     from worker.providers.settings import ProviderSettings
@@ -81,9 +82,7 @@ def request_fields(
 
 async def synthesize(call: SpeechCall) -> None:
     """Synthesize ``call.text`` (under the model's limit) into ``call.dest``."""
-    client, settings, fields = call.client, call.settings, call.fields
-    key = PROVIDER.key(settings)
-    limits = PROVIDER.limits(settings)
+    settings, fields = call.settings, call.fields
     body: dict[str, Any] = {
         "text": call.text,
         "model_id": fields["model"],
@@ -94,26 +93,16 @@ async def synthesize(call: SpeechCall) -> None:
     if call.next_text:
         body["next_text"] = call.next_text
 
-    async def attempt() -> None:
-        async with request_slot(limits):
-            request = client.build_request(
-                "POST",
-                f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
-                params={"output_format": fields["output_format"]},
-                json=body,
-                headers={"xi-api-key": key},
-            )
-            await stream_audio(
-                client,
-                request,
-                provider=NAME,
-                dest=call.dest,
-                parse_error=parse_error,
-                secrets=settings.secrets(),
-                total_timeout=settings.provider_total_timeout_s,
-            )
+    def build(key: str) -> httpx.Request:
+        return call.client.build_request(
+            "POST",
+            f"{settings.elevenlabs_base_url}/v1/text-to-speech/{quote(fields['voice'], safe='')}",
+            params={"output_format": fields["output_format"]},
+            json=body,
+            headers={"xi-api-key": key},
+        )
 
-    await with_retries(attempt, policy=call.policy, what=NAME)
+    await fetch_audio(PROVIDER, call, build, parse_error)
 
 
 def extension(fields: Fields) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from worker.errors import PayloadError
-from worker.providers.base import ProviderFault, stream_audio
+from worker.providers.base import ProviderFault
+from worker.providers.http import fetch_audio
 from worker.providers.provider import Fields, SpeechCall, SpeechProvider
-from worker.providers.ratelimit import request_slot
-from worker.providers.retry import with_retries
 
 if TYPE_CHECKING:
     from worker.providers.settings import ProviderSettings
@@ -58,35 +59,14 @@ def extension(fields: Fields) -> str:
 
 async def synthesize(call: SpeechCall) -> None:
     """Synthesize ``call.text`` (<= 4096 chars) into ``call.dest``."""
-    client, settings, fields = call.client, call.settings, call.fields
-    key = PROVIDER.key(settings)
-    limits = PROVIDER.limits(settings)
+    settings, fields = call.settings, call.fields
+    body = {k: fields[k] for k in ("model", "voice", "response_format", "speed")} | {"input": call.text}
 
-    async def attempt() -> None:
-        async with request_slot(limits):
-            request = client.build_request(
-                "POST",
-                f"{settings.openai_base_url}/audio/speech",
-                json={
-                    "model": fields["model"],
-                    "input": call.text,
-                    "voice": fields["voice"],
-                    "response_format": fields["response_format"],
-                    "speed": fields["speed"],
-                },
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            await stream_audio(
-                client,
-                request,
-                provider=NAME,
-                dest=call.dest,
-                parse_error=parse_error,
-                secrets=settings.secrets(),
-                total_timeout=settings.provider_total_timeout_s,
-            )
+    def build(key: str) -> httpx.Request:
+        url = f"{settings.openai_base_url}/audio/speech"
+        return call.client.build_request("POST", url, json=body, headers={"Authorization": f"Bearer {key}"})
 
-    await with_retries(attempt, policy=call.policy, what=NAME)
+    await fetch_audio(PROVIDER, call, build, parse_error)
 
 
 PROVIDER = SpeechProvider(

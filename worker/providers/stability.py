@@ -21,10 +21,9 @@ import httpx
 from loguru import logger
 
 from worker.errors import PayloadError, PermanentError
-from worker.providers.base import ProviderFault, stream_audio
+from worker.providers.base import ProviderFault
+from worker.providers.http import fetch_audio
 from worker.providers.provider import Call, Fields, MusicProvider
-from worker.providers.ratelimit import request_slot
-from worker.providers.retry import with_retries
 
 if TYPE_CHECKING:
     from worker.providers.settings import ProviderSettings
@@ -104,32 +103,18 @@ def extension(fields: Fields) -> str:
 
 async def generate(call: Call) -> None:
     """Generate music for ``call.fields`` into ``call.dest``."""
-    client, settings, fields = call.client, call.settings, call.fields
-    key = PROVIDER.key(settings)
-    limits = PROVIDER.limits(settings)
-    url = endpoint(settings.stable_audio_api_url)
+    url = endpoint(call.settings.stable_audio_api_url)
 
-    async def attempt() -> None:
-        async with request_slot(limits):
-            # files= forces multipart/form-data even though no field is a file
-            request = client.build_request(
-                "POST",
-                url,
-                files={k: (None, str(v)) for k, v in fields.items()},
-                headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
-            )
-            await stream_audio(
-                client,
-                request,
-                provider=NAME,
-                dest=call.dest,
-                parse_error=parse_error,
-                secrets=settings.secrets(),
-                check=_check_finish,
-                total_timeout=settings.provider_total_timeout_s,
-            )
+    def build(key: str) -> httpx.Request:
+        # files= forces multipart/form-data even though no field is a file
+        return call.client.build_request(
+            "POST",
+            url,
+            files={k: (None, str(v)) for k, v in call.fields.items()},
+            headers={"Authorization": f"Bearer {key}", "accept": "audio/*"},
+        )
 
-    await with_retries(attempt, policy=call.policy, what=NAME)
+    await fetch_audio(PROVIDER, call, build, parse_error, check=_check_finish)
 
 
 PROVIDER = MusicProvider(
