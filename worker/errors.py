@@ -12,6 +12,8 @@ Messages are shown to users in ``jobs.error_message``: they must never hold a se
 
 from __future__ import annotations
 
+import signal
+
 
 class JobError(Exception):
     """Base class of errors that end a job's attempt with a user-facing message."""
@@ -36,3 +38,28 @@ class RetryableError(JobError):
     """An error that may pass; the job goes back to the queue while attempts remain."""
 
     retryable = True
+
+
+class ChildKilled(RetryableError):
+    """A child process (ffmpeg, ffprobe, espeak-ng) was ended by a signal: the kernel's OOM killer,
+    an operator, or the platform stopping the machine (Heroku signals every process of a dyno).
+    Retryable; while the worker is shutting down the claim loop releases the job instead."""
+
+    def __init__(self, what: str, signum: int) -> None:
+        self.what = what
+        self.signum = signum
+        super().__init__(f"{what} was killed by {signal_name(signum)}")
+
+
+def signal_name(signum: int) -> str:
+    """``SIGTERM`` for 15; ``signal 99`` for a number with no name."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def check_exit(what: str, returncode: int | None) -> None:
+    """Raise :class:`ChildKilled` if ``returncode`` (asyncio's: negative) says a signal ended the child."""
+    if returncode is not None and returncode < 0:
+        raise ChildKilled(what, -returncode)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from loguru import logger
@@ -16,15 +17,42 @@ _secrets: list[str] = []
 _KEYLIKE = re.compile(r"\b(sk|xi|key)[-_][A-Za-z0-9_\-*.]{6,}")
 
 
+def _any_case(hex_digits: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in hex_digits)
+
+
+def _char_forms(ch: str) -> str:
+    """A regex for every way ``ch`` can be written in a URL, a query string or an escaped string:
+    itself, percent-encoded in either hex case (also double-encoded, %2540 for @), ``+`` for a
+    space, backslash-escaped, or a JSON ``\\uXXXX`` escape."""
+    forms = [re.escape(ch), "".join(f"%(?:25)?{_any_case(f'{b:02X}')}" for b in ch.encode())]
+    if ch == " ":
+        forms.append(r"\+")
+    if ch in "\\\"'":
+        forms.append(re.escape("\\" + ch))
+    if not ch.isascii():
+        forms.append(r"\\u" + _any_case(f"{ord(ch):04x}"))
+    return "(?:" + "|".join(forms) + ")"
+
+
+@lru_cache(maxsize=64)
+def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex matching each secret in any of its encodings, longest secrets first."""
+    alts = ["".join(_char_forms(ch) for ch in s) for s in sorted(set(secrets), key=len, reverse=True) if s]
+    return re.compile("|".join(alts)) if alts else None
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """Mask every registered secret, every one of ``secrets`` and anything shaped like an API key.
 
     The one masking function: logs, health/metrics answers, webhook and job error messages and
-    provider errors (which may echo the key they were sent) all go through it.
+    provider errors (which may echo the key they were sent) all go through it. A secret is masked
+    in whatever encoding it appears: a password pasted into a URL is percent-encoded
+    (Pw%40SeKr%2F1t%3Ax for Pw@SeKr/1t:x), in upper or lower case hex, sometimes only partly.
     """
-    for s in (*secrets, *_secrets):
-        if s and s in text:
-            text = text.replace(s, "***")
+    pattern = _pattern((*_secrets, *secrets))
+    if pattern is not None:
+        text = pattern.sub("***", text)
     return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
 
 

@@ -4,6 +4,10 @@ the job gets no next attempt)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import all_keys, enqueue, job, pipeline_env
@@ -33,9 +37,12 @@ def test_kill_9_mid_render_is_rescued_and_completed_once_by_another_worker(conn,
     ffmpeg.slow(30)  # the render hangs until the kill
     jid = enqueue(conn, TONES)
     env = pipeline_env(s3, tmp_path, FFMPEG_PATH=ffmpeg.path, **FAST)
+    scratch = Path(env["RENDER_TMP_DIR"])
     a = fleet.start(**env)
     wait_until(lambda: job(conn, jid)["stage"] == "render", timeout=30, what="the render to start")
     a.kill()
+    (left,) = scratch.glob(f"audio-worker-{a.pid}-*/job-{jid}-*")  # what kill -9 leaves behind
+    live = LiveScratch(scratch)  # another worker's files, in use: never touched
     ffmpeg.slow(0)
     b = fleet.start(**env)
     row = ended(conn, jid)
@@ -44,6 +51,28 @@ def test_kill_9_mid_render_is_rescued_and_completed_once_by_another_worker(conn,
     assert completions(fleet) == 1 and "job completed in" in b.log
     assert sorted(all_keys(s3)) == result_keys(row)
     assert row["pending_objects"] == []
+    assert not left.parent.exists() and "removed the temp files of 1 dead worker process" in b.log
+    assert live.file.exists()
+    live.close()
+
+
+class LiveScratch:
+    """A process holding a scratch dir the way a live worker does (worker.job.workdir)."""
+
+    def __init__(self, parent: Path) -> None:
+        code = (
+            "import sys, time; from pathlib import Path; from worker.job.workdir import process_dir; "
+            "d = process_dir(Path(sys.argv[1])); (d / 'busy').write_text('x'); print(d, flush=True); time.sleep(60)"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(parent)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.file = Path(self.proc.stdout.readline().strip()) / "busy"
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
 
 
 def test_kill_9_after_the_master_upload_the_next_attempt_deletes_the_stale_objects(conn, fleet, s3, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import uuid
 from datetime import datetime
@@ -13,7 +12,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from worker.commands._db import CommandError, connect, fail
+from worker.errors import PayloadError
 from worker.queue.db.queries import q
+from worker.queue.payload import decode_payload
 
 PROG = "enqueue"
 
@@ -55,9 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _read(path: str) -> Any:
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return json.loads(text)
+def _read(path: str) -> dict[str, Any]:
+    """The payload object in the file (or stdin); PayloadError when a worker could not decode it."""
+    return decode_payload(sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes())
 
 
 def main(argv: list[str]) -> int:
@@ -66,18 +67,15 @@ def main(argv: list[str]) -> int:
         payload = _read(args.spec)
     except OSError as exc:
         return fail(PROG, f"cannot read {args.spec}: {exc.strerror or exc}")
-    except json.JSONDecodeError as exc:
-        return fail(PROG, f"{args.spec} is not JSON: {exc}")
+    except (PayloadError, UnicodeDecodeError) as exc:
+        return fail(PROG, f"{args.spec}: {exc} (nothing enqueued)")
     if not args.no_validate:
-        from worker.errors import PayloadError
         from worker.render import parse_spec
 
         try:
             parse_spec(payload)
         except PayloadError as exc:
             return fail(PROG, f"{args.spec}: {exc} (nothing enqueued)")
-    elif not isinstance(payload, dict):
-        return fail(PROG, f"{args.spec}: the payload must be a JSON object")
     if not 1 <= args.max_attempts <= 100:
         return fail(PROG, f"--max-attempts must be between 1 and 100 (got {args.max_attempts})")
     params = {

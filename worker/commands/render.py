@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from worker.errors import JobError, PayloadError
+from worker.queue.payload import decode_payload
 from worker.render.deliverables import Deliverables, make_deliverables
 from worker.render.engine import RenderResult, render
 from worker.render.parse import parse_spec
@@ -122,9 +123,12 @@ def main(argv: list[str]) -> int:
             return 2
         given[key.strip()] = Path(file)
     try:
-        payload = json.loads(args.spec.read_text())
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read {args.spec}: {exc}", file=sys.stderr)
+        payload = decode_payload(args.spec.read_bytes())
+    except OSError as exc:
+        print(f"error: cannot read {args.spec}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (PayloadError, UnicodeDecodeError) as exc:
+        print(f"error: {args.spec}: {exc}", file=sys.stderr)
         return 2
     try:
         settings = RenderSettings()

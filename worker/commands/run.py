@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from worker.config import load_settings, load_worker_settings
@@ -28,7 +29,10 @@ def main(argv: list[str]) -> int:
         asyncio.run(prepare())
     loop = ClaimLoop(settings, handler, plan_connections(settings), sweep=load_sweeper(settings.job_handler))
     try:
-        return asyncio.run(loop.run())
+        code = asyncio.run(loop.run())
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopped: further signals change nothing
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return code
     except StartupError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 1

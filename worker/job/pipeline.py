@@ -33,7 +33,8 @@ from pydantic import ValidationError
 
 from worker import logs
 from worker.config import WorkerSettings, load_settings
-from worker.errors import JobError, PayloadError, PermanentError, RetryableError
+from worker.errors import ChildKilled, JobError, PayloadError, PermanentError, RetryableError
+from worker.job import workdir
 from worker.job.inputs import download_object, fetch_input, stage_of
 from worker.job.slots import provider_slots
 from worker.providers import ProviderSettings, cache
@@ -108,8 +109,8 @@ def install_shared_cache(cfg: PipelineConfig) -> None:
 
 async def prepare() -> None:
     """Start-up check (``python -m worker run`` awaits it before claiming): settings valid, storage
-    credentials present, ffmpeg/ffprobe present with every filter and encoder the engine uses.
-    Raises SystemExit with one line per problem."""
+    credentials present, ffmpeg/ffprobe present with every filter and encoder the engine uses;
+    then removes the temp files of dead worker processes. Raises SystemExit with one line per problem."""
     global _config
     cfg = load_config()
     problems = await asyncio.to_thread(check_tools, cfg.render.ffmpeg_path, cfg.render.ffprobe_path)
@@ -121,6 +122,7 @@ async def prepare() -> None:
         )
     if problems:
         raise SystemExit("worker: cannot start:\n" + "\n".join(problems))
+    await asyncio.to_thread(workdir.clean_dead, cfg.render.tmp_dir)
     _register_secrets(cfg)
     _config = cfg
     install_shared_cache(cfg)
@@ -144,10 +146,10 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
     """Render and publish one job; returns its result (URLs, sizes, duration, loudness)."""
     cfg = config()
     spec = parse_spec(job.payload, cfg.render)
-    tmp_parent = cfg.render.tmp_dir
-    if tmp_parent is not None:
-        tmp_parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=tmp_parent))
+    # Under this process's locked scratch dir: if the process is killed, the next worker to start
+    # removes what it left (worker.job.workdir). The render's own temp files go inside too.
+    work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=workdir.process_dir(cfg.render.tmp_dir)))
+    render_settings = cfg.render.model_copy(update={"tmp_dir": work})
     in_flight: list[asyncio.Future[Any]] = []  # an upload thread, which outlives a cancel
     try:
         cover = await _fetch_cover(spec, work / "inputs", cfg)  # first: a bad cover fails before paid TTS
@@ -160,7 +162,7 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
             spec,
             inputs,
             work / "out",
-            settings=cfg.render,
+            settings=render_settings,
             on_progress=lambda p: ctx.report(FETCH_END + span * p / 100),
         )
 
@@ -190,6 +192,8 @@ async def _fetch_inputs(
             )
         except PayloadError:
             raise
+        except ChildKilled as exc:  # keep the class: during shutdown the job is released
+            raise ChildKilled(f"{layer.key}: {exc.what}", exc.signum) from None
         except JobError as exc:  # say which layer failed; keep the class (retryable or not)
             cls = RetryableError if exc.retryable else PermanentError
             raise cls(f"{layer.key}: {exc}") from None

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.errors import check_exit
+
 
 class InvalidAudio(Exception):
     """The bytes a provider returned are not decodable audio."""
@@ -21,7 +23,8 @@ class AudioInfo:
 
 
 async def run(*cmd: str, timeout: float = 600.0) -> tuple[int, bytes, bytes]:
-    """Run a command, return (returncode, stdout, stderr); kill it on timeout or cancellation."""
+    """Run a command, return (returncode, stdout, stderr); kill it on timeout or cancellation.
+    Raises :class:`ChildKilled` when a signal ended it (not the command's own failure)."""
     proc = await asyncio.create_subprocess_exec(
         *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -32,6 +35,7 @@ async def run(*cmd: str, timeout: float = 600.0) -> tuple[int, bytes, bytes]:
             proc.kill()
             await proc.wait()
         raise
+    check_exit(Path(cmd[0]).name, proc.returncode)
     return proc.returncode or 0, out, err
 
 

@@ -82,17 +82,11 @@ class ClaimLoop:
         self.db = RetryingDb(self.pool)
         self.observer = Observer(settings)
         self.sweeper = ObjectSweeper(self.db, sweep) if sweep is not None else None
-        self.runner = JobRunner(
-            self.db,
-            settings,
-            handler,
-            self.sweeper,
-            OutcomeRecorder(self.db, settings, self.observer),
-            self.worker_id,
-        )
-        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
+        outcomes = OutcomeRecorder(self.db, settings, self.observer, self.stopping)
+        self.runner = JobRunner(self.db, settings, handler, self.sweeper, outcomes, self.worker_id)
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.last_loop = time.monotonic()  # the claim loop's last iteration, for /healthz
 
     async def run(self) -> int:
@@ -117,6 +111,9 @@ class ClaimLoop:
                 await self._claim_until_stopped()
             finally:
                 await self._shutdown(helpers)
+                # Heroku may signal again while the process winds down: once the loop closes, its
+                # handlers are gone and a SIGTERM would end the process with -15 instead of exit 0.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         return 0
 
     def request_stop(self, signame: str = "signal") -> None:

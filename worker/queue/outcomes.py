@@ -4,6 +4,9 @@
 - lease lost or cancel requested (``Outcome.LOST``), or shutdown's grace over (``ABANDONED``):
   ``release_job`` hands the job back without spending an attempt (or ends it when a cancel was
   asked);
+- a child process ended by a signal (:class:`ChildKilled`) while the worker is shutting down:
+  released too. Heroku signals every process of the dyno at once, so ffmpeg or espeak-ng dies of
+  the same SIGTERM the worker gets; that is the platform stopping us, not the job failing;
 - timeout: a retryable failure;
 - an exception: a failure whose class decides retry or not (:mod:`worker.errors`).
 
@@ -15,6 +18,7 @@ which is never allowed to fail a job.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 from loguru import logger
 
 from worker.config import WorkerSettings
-from worker.errors import JobError, PayloadError, PermanentError
+from worker.errors import ChildKilled, JobError, PayloadError, PermanentError, signal_name
 from worker.logs import redact
 from worker.observe import db as observe_db
 from worker.observe.http import DB_CHECK_S
@@ -32,6 +36,11 @@ from worker.queue.db import queue
 from worker.queue.handlers import JobContext
 from worker.queue.retry import RetryingDb, first_line
 from worker.queue.supervise import Outcome
+
+# A child and the worker get the platform's SIGTERM at the same moment, but the child's death may be
+# seen first: a child killed by one of these waits this long for the worker's own stop to begin.
+SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+SIGNAL_RACE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,11 @@ def failure_of(work: asyncio.Task[Any]) -> Failure | None:
 
 
 class OutcomeRecorder:
-    def __init__(self, db: RetryingDb, settings: WorkerSettings, observer: Observer) -> None:
+    def __init__(
+        self, db: RetryingDb, settings: WorkerSettings, observer: Observer, stopping: asyncio.Event
+    ) -> None:
         self.db = db
+        self.stopping = stopping
         self.settings = settings
         self.observer = observer
         self.completions = CompletionBatcher(
@@ -80,10 +92,28 @@ class OutcomeRecorder:
         elif outcome is Outcome.TIMEOUT:
             msg = f"timed out after {self.settings.job_timeout_ms} ms (JOB_TIMEOUT_MS)"
             await self._fail(job, ctx, Failure(msg, True, "timeout"), elapsed)
+        elif (killed := await self._killed_by_shutdown(work)) is not None:
+            logger.info("{} while the worker is stopping: the job goes back to the queue", killed)
+            await self._release(job, ctx, Outcome.ABANDONED, elapsed)
         elif (failure := failure_of(work)) is not None:
             await self._fail(job, ctx, failure, elapsed)
         else:
             await self._complete(job, ctx, work.result(), elapsed)
+
+    async def _killed_by_shutdown(self, work: asyncio.Task[Any]) -> ChildKilled | None:
+        """The work's :class:`ChildKilled` if the signal came with this worker's shutdown, else None."""
+        exc = None if work.cancelled() else work.exception()
+        if not isinstance(exc, ChildKilled):
+            return None
+        if not self.stopping.is_set():
+            if exc.signum not in SHUTDOWN_SIGNALS:
+                return None
+            try:
+                await asyncio.wait_for(self.stopping.wait(), SIGNAL_RACE_S)
+            except TimeoutError:
+                logger.info("{} but this worker was not asked to stop: a failure", signal_name(exc.signum))
+                return None
+        return exc
 
     async def _complete(
         self, job: queue.Job, ctx: JobContext, result: dict[str, Any], elapsed: float

@@ -66,6 +66,8 @@ class JobRunner:
     async def _work(self, job: queue.Job, ctx: JobContext) -> dict[str, Any]:
         if job.pending_objects and self.sweeper is not None:
             await self.sweeper.sweep_job(job.id, job.pending_objects, "left by an earlier attempt")
+        if job.rejected is not None:  # a payload that could not be decoded: fails at once, alone
+            raise job.rejected
         return await self.handler(job, ctx)
 
     def abandon_all(self) -> None:

@@ -1,5 +1,11 @@
 """Run one ffmpeg process: progress parsed from ``-progress``, stderr kept as a bounded tail,
-killed (with its process group) on stall, timeout or cancellation."""
+killed (with its process group) on stall, timeout or cancellation.
+
+A failure's message names its cause, not the last lines ffmpeg printed: a full disk or memory
+exhaustion is retryable and says so (ffmpeg prints its loudness summary after the cause), and a
+signal (the OOM killer's SIGKILL, or Heroku's SIGTERM to every process of the dyno, which ffmpeg
+answers with exit 255) is :class:`ChildKilled`, which the claim loop releases during shutdown.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,16 @@ from pathlib import Path
 
 from loguru import logger
 
-from worker.errors import PermanentError, RetryableError
+from worker.errors import ChildKilled, PermanentError, RetryableError
 
 STDERR_TAIL_LINES = 200
 MAX_LINE_CHARS = 400
 _NOISE = re.compile(
-    r"^(size=|video:|\s*$|Press \[q\]|\[Parsed_ebur128_\d+ @ [^\]]+\] t:|Stream mapping|  Stream #|Input #|Output #|  Duration:|  Metadata:|    [a-z_]+\s*:)"
+    r"^(size=|video:|\s*$|Press \[q\]|\[Parsed_ebur128_\d+ @ [^\]]+\] (t:|Summary:)|Stream mapping|  Stream #|Input #|Output #|  Duration:|  Metadata:|    [a-z_]+\s*:)"
+)
+# ebur128's summary, printed at exit whatever happened (its figures are read by worker.render.loudness).
+_EBUR128_SUMMARY = re.compile(
+    r"^\s*(Integrated loudness|Loudness range|True peak|Sample peak|I|LRA|LRA low|LRA high|Threshold|Peak)\s*:"
 )
 _ADDR = re.compile(r" @ 0x[0-9a-f]+")
 # Generic trailers ffmpeg prints after the real cause.
@@ -28,7 +38,15 @@ _TRAILER = re.compile(
     r"Error while (processing|filtering|decoding)|Error initializing complex filters|Exiting normally|"
     r"Error opening output files|Error while opening encoder)"
 )
-_RETRYABLE = ("No space left on device", "Cannot allocate memory", "Resource temporarily unavailable")
+# Causes retrying can cure, with the words the job's message leads with.
+_RESOURCES = {
+    "No space left on device": "disk full",
+    "Disk quota exceeded": "disk full",
+    "Cannot allocate memory": "out of memory",
+    "Resource temporarily unavailable": "out of resources",
+}
+_RECEIVED_SIGNAL = re.compile(r"received signal (\d+)")
+FFMPEG_SIGNAL_EXIT = 255  # ffmpeg's exit code after it caught SIGTERM/SIGINT/SIGHUP itself
 
 
 class FfmpegRun:
@@ -40,13 +58,29 @@ class FfmpegRun:
 
 def summarize_stderr(lines: Iterable[str], redact: Iterable[str] = (), n: int = 3) -> str:
     """The last ``n`` meaningful stderr lines, addresses and ``redact`` strings removed."""
-    keep = [_ADDR.sub("", x).strip() for x in lines if not _NOISE.match(x)]
+    keep = [_ADDR.sub("", x).strip() for x in lines if not _NOISE.match(x) and not _EBUR128_SUMMARY.match(x)]
     causes = [x for x in keep if not _TRAILER.match(x)]
     text = " | ".join((causes or keep)[-n:]) or "no error output"
     for r in redact:
         if r:
             text = text.replace(r, "<tmp>")
     return text[:500]
+
+
+def failure(label: str, returncode: int, tail: list[str], redact: Iterable[str] = ()) -> Exception:
+    """The error for an ffmpeg run that exited with ``returncode`` (asyncio's: negative = signal)."""
+    if returncode < 0:
+        return ChildKilled(f"ffmpeg ({label})", -returncode)
+    received = [int(m.group(1)) for x in tail if (m := _RECEIVED_SIGNAL.search(x))]
+    if returncode == FFMPEG_SIGNAL_EXIT and received:
+        return ChildKilled(f"ffmpeg ({label})", received[-1])
+    for line in tail:
+        cause = next((words for s, words in _RESOURCES.items() if s in line), None)
+        if cause is not None:
+            detail = summarize_stderr([line], redact, n=1)
+            return RetryableError(f"{cause} while rendering (ffmpeg {label}, exit {returncode}): {detail}")
+    summary = summarize_stderr(tail, redact)
+    return PermanentError(f"ffmpeg failed ({label}, exit {returncode}): {summary}")
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
@@ -85,8 +119,8 @@ async def run_ffmpeg(
     """Run ``cmd`` (a full ffmpeg command line; ``-progress pipe:1 -nostats`` are inserted after
     the executable). ``on_progress`` gets 0..100 from ``out_time_us`` / ``duration_s``.
 
-    Raises :class:`RetryableError` on stall, signal death or resource exhaustion,
-    :class:`PermanentError` on any other failure; both carry a short stderr summary.
+    Raises :class:`RetryableError` on stall or resource exhaustion, :class:`ChildKilled` when a
+    signal ended it, :class:`PermanentError` on any other failure (see :func:`failure`).
     """
     full = [cmd[0], "-nostdin", "-hide_banner", "-nostats", "-progress", "pipe:1", *cmd[1:]]
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -144,11 +178,9 @@ async def run_ffmpeg(
     finally:
         dog.cancel()
     logger.debug("ffmpeg {} pass: exit {} after {:.2f} s", label, rc, time.monotonic() - t0)
-    summary = summarize_stderr(tail, redact)
     if stalled:
+        summary = summarize_stderr(tail, redact)
         raise RetryableError(f"ffmpeg stalled ({label}): no progress for {stall_timeout_s:g} s; {summary}")
     if rc != 0:
-        if rc < 0 or any(s in summary for s in _RETRYABLE):
-            raise RetryableError(f"ffmpeg failed ({label}, exit {rc}): {summary}")
-        raise PermanentError(f"ffmpeg failed ({label}, exit {rc}): {summary}")
+        raise failure(label, rc, list(tail), redact)
     return FfmpegRun(list(tail))

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.errors import PayloadError, RetryableError
+from worker.errors import PayloadError, RetryableError, check_exit
 
 PROBE_TIMEOUT_S = 30.0
 
@@ -57,6 +57,7 @@ async def _ffprobe(path: Path, key: str, ffprobe: str) -> AudioInfo:
         proc.kill()
         await proc.wait()
         raise
+    check_exit("ffprobe", proc.returncode)
     try:
         data = json.loads(out or b"{}")
         stream = data["streams"][0]

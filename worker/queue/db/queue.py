@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,8 +11,11 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg.types.string import TextLoader
 
+from worker.errors import PayloadError
 from worker.queue.db.queries import q
+from worker.queue.payload import decode_payload
 
 NOTIFY_CHANNEL = "audio_queue_jobs"
 
@@ -34,12 +38,24 @@ class Job:
     # (that attempt died): the claim loop sweeps them before the handler runs. See record_objects.
     pending_objects: list[dict[str, str]] = field(default_factory=list)
 
+    # Set when the payload could not be decoded or broke a decoding limit (see worker.queue.payload):
+    # the job then fails at once with this error, without running the handler.
+    rejected: PayloadError | None = None
+
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
+        """A claimed row whose jsonb columns arrive as text (see :func:`get_next_pending_job`)."""
+        payload: dict[str, Any] = {}
+        rejected = None
+        try:
+            payload = decode_payload(row["payload"])
+        except PayloadError as exc:
+            rejected = exc
         return cls(
             id=row["id"],
             lease_id=row["lease_id"],
-            payload=row["payload"],
+            payload=payload,
+            rejected=rejected,
             attempts=row["attempts"],
             max_attempts=row["max_attempts"],
             priority=row["priority"],
@@ -47,15 +63,29 @@ class Job:
             user_id=row["user_id"],
             created_at=row["created_at"],
             run_at=row["run_at"],
-            pending_objects=list(row.get("pending_objects") or []),
+            pending_objects=_objects(row.get("pending_objects")),
         )
+
+
+def _objects(text: str | None) -> list[dict[str, str]]:
+    """The pending_objects column (written by the worker through audio_queue.record_objects)."""
+    try:
+        value = json.loads(text) if text else []
+    except (ValueError, RecursionError):
+        return []
+    return [o for o in value if isinstance(o, dict)] if isinstance(value, list) else []
 
 
 async def get_next_pending_job(
     conn: AsyncConnection, worker_id: str, limit: int, lease_seconds: int
 ) -> list[Job]:
-    """Claim up to ``limit`` jobs for ``worker_id`` under a lease of ``lease_seconds``."""
+    """Claim up to ``limit`` jobs for ``worker_id`` under a lease of ``lease_seconds``.
+
+    jsonb columns are fetched as text and each row's payload is decoded on its own: the claim has
+    committed by then, and one undecodable payload must not drop the jobs claimed with it.
+    """
     async with conn.cursor(row_factory=dict_row) as cur:
+        cur.adapters.register_loader("jsonb", TextLoader)
         await cur.execute(
             q("get_next_pending_job"),
             {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds},
