@@ -70,15 +70,20 @@ def test_heroku_stop_mid_render_and_mid_speech_releases_both_jobs_unspent(conn, 
     )
     env = pipeline_env(s3, tmp_path, ESPEAK_BINARY=espeak, SHUTDOWN_GRACE_SECONDS=GRACE_S, **FAST)
     w = fleet.start(MAX_CONCURRENT_JOBS=2, **env)
-    wait_until(
-        lambda: (
-            job(conn, rendering)["stage"] == "render"
-            and _children_named(w.pid, "ffmpeg")
-            and _children_named(w.pid, "espeak-ng-wrapper")
-        ),
-        timeout=60,
-        what="the meditation's render and the other job's speech to run",
-    )
+    try:
+        wait_until(
+            lambda: (
+                job(conn, rendering)["stage"] == "render"
+                and _children_named(w.pid, "ffmpeg")
+                and _children_named(w.pid, "espeak-ng-wrapper")
+            ),
+            timeout=60,
+            what="the meditation's render and the other job's speech to run",
+        )
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n{job(conn, rendering)}\n{job(conn, speaking)}\n{w.log[-4000:]}"
+        ) from None
 
     stopped = heroku_stop(w.pid)  # SIGTERM to the worker, ffmpeg and espeak-ng at once, twice
 

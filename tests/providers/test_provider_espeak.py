@@ -185,3 +185,14 @@ def test_speech_survives_a_mix_with_music(make_settings, out_dir):
     # the mix minus the (scaled) music is the speech: correlation with the speech is high
     residual = x[:n] - 0.3 * m[:n]
     assert np.corrcoef(residual, s[:n])[0, 1] > 0.95
+
+
+def test_a_long_work_dir_path_does_not_break_espeak(tmp_path):
+    """espeak-ng cuts file names at 200 characters; a job's input dir under a deep RENDER_TMP_DIR
+    (scratch dir, job dir, cache part dir) is longer than that."""
+    deep = tmp_path / ("d" * 120) / ("e" * 100)
+    deep.mkdir(parents=True)
+    dest = deep / "part.wav"
+    assert len(str(dest)) > 200
+    run(espeak.speak("Hello there.", voice="en-us", speed=1.0, dest=dest))
+    assert run(probe(dest)).duration > 0.3

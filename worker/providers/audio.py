@@ -22,11 +22,15 @@ class AudioInfo:
     codec: str
 
 
-async def run(*cmd: str, timeout: float = 600.0) -> tuple[int, bytes, bytes]:
+async def run(*cmd: str, timeout: float = 600.0, cwd: Path | None = None) -> tuple[int, bytes, bytes]:
     """Run a command, return (returncode, stdout, stderr); kill it on timeout or cancellation.
     Raises :class:`ChildKilled` when a signal ended it (not the command's own failure)."""
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=cwd,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)

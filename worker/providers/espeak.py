@@ -84,7 +84,10 @@ async def speak(text: str, *, voice: str, speed: float, dest: Path, binary: str 
     text_file = dest.with_suffix(".txt")
     text_file.write_text(text, encoding="utf-8")
     try:
-        rc, _, err = await run(binary, "-v", voice, "-s", str(wpm), "-w", str(dest), "-f", str(text_file))
+        # Relative names in the file's directory: espeak-ng cuts file names at 200 characters.
+        rc, _, err = await run(
+            binary, "-v", voice, "-s", str(wpm), "-w", dest.name, "-f", text_file.name, cwd=dest.parent
+        )
     except FileNotFoundError:
         raise PermanentError(f"espeak: {binary} is not installed") from None
     finally:
