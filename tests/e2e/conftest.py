@@ -87,6 +87,12 @@ def run_now(conn: Any, job_id: Any) -> None:
 CACHE_PREFIX = "provider-cache/"  # PROVIDER_CACHE_PREFIX's default: paid audio kept on purpose
 
 
+def job_temp_dirs(render_tmp: Path) -> list[Path]:
+    """The jobs' temp dirs left under RENDER_TMP_DIR (inside each process's scratch dir, which
+    lives as long as its process: see worker.job.workdir)."""
+    return sorted(render_tmp.glob("audio-worker-*/*")) if render_tmp.exists() else []
+
+
 def all_keys(s3: S3Server) -> list[str]:
     """Every job object in storage (the shared provider cache's objects are not a job's)."""
     return [

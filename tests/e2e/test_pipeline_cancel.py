@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import all_keys
+from tests.e2e.conftest import all_keys, job_temp_dirs
 from worker.job import pipeline
 from worker.providers import ProviderSettings
 from worker.queue.db.queue import Job
@@ -81,4 +81,4 @@ def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path,
     ctx = asyncio.run(scenario())
     assert ctx.stage == "upload" and ctx.discards
     assert all_keys(s3) == []
-    assert list((tmp_path / "render-tmp").iterdir()) == []
+    assert job_temp_dirs(tmp_path / "render-tmp") == []

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import all_keys, enqueue, job, pipeline_env
+from tests.e2e.conftest import all_keys, enqueue, job, job_temp_dirs, pipeline_env
 from tests.support.audio import decode, ebur128, peak_hz_per_channel, probe, window
 
 SECONDS = 120.0
@@ -88,4 +88,4 @@ def test_job_is_rendered_uploaded_and_completed_with_urls_and_loudness(conn, fle
     y, _ = decode(mp3)
     assert y.shape[0] > (SECONDS - 1) * sr
 
-    assert list((tmp_path / "render-tmp").iterdir()) == []  # the job's temp dir is gone
+    assert job_temp_dirs(tmp_path / "render-tmp") == []  # the job's temp dir is gone

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import all_keys
+from tests.e2e.conftest import all_keys, job_temp_dirs
 from tests.e2e.test_pipeline_cancel import make_job
 from tests.fakes.audio import sample_audio
 from tests.fakes.server import Reply
@@ -123,4 +123,4 @@ def test_render_job_mixes_storage_and_url_music(s3, host, tmp_path, monkeypatch)
     x, sr = decode(wav)
     assert peak_hz_per_channel(window(x, sr, 0.5, 3.0), sr, 100, 200)[0] == pytest.approx(150, abs=2)
     assert peak_hz_per_channel(window(x, sr, 0.5, 3.0), sr, 250, 400)[0] == pytest.approx(300, abs=2)
-    assert list((tmp_path / "render-tmp").iterdir()) == []
+    assert job_temp_dirs(tmp_path / "render-tmp") == []
