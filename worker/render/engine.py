@@ -219,6 +219,8 @@ async def _calibrate(plan: GainPlan, measured_in: Loudness, goal: _Goal, passes:
     peak_in = measured_in.peak_db if measured_in.peak_db is not None else 0.0
     if plan.limit_dbtp is None or peak_in + plan.gain_db - plan.limit_dbtp <= CALIBRATE_OVER_DB:
         return plan
+    if goal.anchor == "speech":  # the limiter only catches transients: loudness barely moves
+        return plan
     lo, step = MIX_SHARE * 100, CALIBRATION_SHARE * 100 / MAX_CALIBRATIONS
     history: list[tuple[float, float]] = []
     for _ in range(MAX_CALIBRATIONS):
@@ -265,6 +267,8 @@ async def _check_preview(
     ceiling = goal.ceiling_dbtp
     if measured.true_peak_dbtp <= ceiling - PREVIEW_HEADROOM_DB:
         return None
+    if plan.preview_limit_dbtp is not None and _high_rate(spec):
+        return None  # limited 1.5 dB under the ceiling: more than MP3 overshoots at these rates
     ffmpeg_path = passes.settings.ffmpeg_path
     tp = (await passes.run(preview_peak_command(ffmpeg_path), "preview peak", 99.0, 99.5)).true_peak_dbtp
     for _ in range(MAX_PREVIEW_RETRIES):
@@ -275,6 +279,15 @@ async def _check_preview(
         await passes.run_raw(preview_command(spec, passes.duration, plan, ffmpeg_path), "preview", 99.5, 99.8)
         tp = (await passes.run(preview_peak_command(ffmpeg_path), "preview peak", 99.8, 99.9)).true_peak_dbtp
     return tp
+
+
+def _high_rate(spec: RenderSpec) -> bool:
+    """An MP3 preview coded finely enough that its overshoot stays inside the preview headroom
+    (CBR of 128 kbps or more, VBR quality 0-4); coarser previews are measured."""
+    p = spec.output.preview
+    if p.vbr_quality is not None:
+        return p.vbr_quality <= 4
+    return (p.bitrate_kbps or 192) >= 128
 
 
 def _verdict(goal: _Goal, measured: Loudness, preview_tp: float | None) -> list[str]:
