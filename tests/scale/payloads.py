@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from worker.render.spec import LAYER_REGISTRY, Range
+from worker.render.spec import LAYER_REGISTRY, SPEECH_TEXT_MAX_CHARS, Range
 
 Path = tuple[str | int, ...]
 
@@ -410,7 +410,7 @@ def m_huge_array(draw: Any, spec: dict[str, Any]) -> Bad:
             "schedule": [{"t_s": k * 0.01, "beat_hz": 5} for k in range(n)],
         }
         return Bad(spec, f"layers[{i}].schedule", "huge_array")
-    n = draw(st.sampled_from([20001, 50000]))
+    n = draw(st.sampled_from([SPEECH_TEXT_MAX_CHARS + 1, 2 * SPEECH_TEXT_MAX_CHARS]))
     spec["layers"][i] = {"type": "speech", "provider": "espeak", "text": "a;[b] " * (n // 6 + 1)}
     return Bad(spec, f"layers[{i}].text", "huge_array")
 

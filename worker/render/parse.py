@@ -37,7 +37,8 @@ def parse_spec(payload: Any, settings: RenderSettings | None = None) -> RenderSp
     elif payload["spec_version"] != SPEC_VERSION or isinstance(payload["spec_version"], bool):
         raise PayloadError("spec_version", f"unsupported version (supported: {SPEC_VERSION})")
     ctx = {"max_duration_s": settings.max_duration_s, "max_layers": settings.max_layers}
-    return _validate(RenderSpec, payload, ctx)
+    spec: RenderSpec = _validate(RenderSpec, payload, ctx)
+    return spec
 
 
 def _validate(model: type[M], payload: dict[str, Any], ctx: dict[str, Any]) -> M:
