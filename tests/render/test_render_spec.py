@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,21 @@ def test_loudness_presets_fill_what_the_spec_leaves_and_anchor_defaults_to_speec
     assert mixed.loudness_anchor == "mix"
     fails(spec(BIN, loudness={"anchor": "speech"}),
           'invalid payload: loudness.anchor: "speech" needs at least one speech layer')  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("layer", "field"),
+    [
+        ({"type": "speech", "text": "Hi.", "provider": "polly"}, "layers[1].provider"),
+        (
+            {"type": "music", "generate": {"prompt": "rain", "provider": "suno"}},
+            "layers[1].generate.provider",
+        ),
+    ],
+)
+def test_unknown_provider_is_refused_when_the_spec_is_read(layer, field):
+    """Before any layer is fetched: a paid layer earlier in the spec is never bought for a job that must fail."""
+    with pytest.raises(
+        PayloadError, match=rf"{re.escape(field)}: unknown (speech|music) provider \(one of: "
+    ):
+        parse_spec(spec(BIN, layer))

@@ -29,7 +29,9 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema, core_schema
 
+from worker.providers import registry
 from worker.providers.pauses import PauseMarkerError, split_pauses
+from worker.providers.provider import Kind
 from worker.render import sources
 from worker.render.sources import SourceContext, Stream
 
@@ -126,6 +128,18 @@ def _pauses_ok(text: str) -> str:
     return text
 
 
+def _provider_of(kind: Kind) -> AfterValidator:
+    """A provider name the registry knows for ``kind``: refused when the spec is read, before any
+    paid call of the job's other layers."""
+
+    def check(name: str) -> str:
+        if name not in registry.names(kind):
+            raise ValueError(f"unknown {kind} provider (one of: {', '.join(registry.names(kind))})")
+        return name
+
+    return AfterValidator(check)
+
+
 class SpeechLayer(LayerBase):
     """Text spoken by a provider's voice; the pipeline supplies the audio file. Pause markers
     (``[pause 10s]``, ``<break time="500ms"/>``) become exact silence."""
@@ -135,7 +149,7 @@ class SpeechLayer(LayerBase):
     text: Annotated[
         str, StringConstraints(min_length=1, max_length=SPEECH_TEXT_MAX_CHARS), AfterValidator(_pauses_ok)
     ]
-    provider: Token | None = None
+    provider: Annotated[Token, _provider_of("speech")] | None = None
     voice: Token | None = None
     model: Token | None = None
     speed: Annotated[float, Range(0.5, 2.0)] = 1.0
@@ -151,7 +165,7 @@ class Duck(_Model):
 
 
 class GeneratedMusic(_Model):
-    provider: Token | None = None
+    provider: Annotated[Token, _provider_of("music")] | None = None
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     seconds: Annotated[float, Range(1, 600, "s")] = 30.0
     seed: Annotated[int, Field(strict=True, ge=0, le=2**32 - 1)] | None = None
