@@ -14,6 +14,7 @@ import pytest
 from tests.support.audio import click_db, decode, octave_slopes, true_peak_db, window
 from worker.errors import PermanentError
 from worker.render import RenderResult, RenderSettings, parse_spec, render
+from worker.render.loudness import GainPlan, Loudness
 
 
 def run(
@@ -117,10 +118,8 @@ def test_loop_seams_are_crossfaded_and_a_seamless_loop_is_exact(
              {"type": "music", "object": "b/seamless.wav", "start_s": 2.5, "duration_s": 2.5}]},
             tmp_path / "out", settings, {"layers[0]": broken, "layers[1]": seamless})  # fmt: skip
     x, sr = decode(r.master, channels=1)
-    period = 1.0123 - 0.1  # the default 0.1 s crossfade shortens the period
-    for k in range(1, 3):
-        seam = 1.0123 - 0.1 + (k - 1) * period  # each seam sits inside a crossfade from here on
-        assert click_db(x, sr, seam, around_s=0.06) < -40, f"click at seam {k}"
+    for t in np.arange(0.3, 2.35, 0.05):  # every seam of the broken clip, wherever it falls
+        assert click_db(x, sr, float(t), around_s=0.03) < -40, f"click near {t:.2f} s"
     r2 = run({"duration_s": 4, "loudness": {"target_lufs": -20}, "layers": [{"type": "music", "object": "b/s.wav"}]},
              tmp_path / "out2", settings, {"layers[0]": seamless})  # fmt: skip
     y, sr = decode(r2.master, channels=1)
@@ -161,3 +160,11 @@ def test_off_target_is_said_loudly_or_fails_the_job(tmp_path: Path, settings: Re
     assert not r.on_target and r.warnings and "LUFS" in r.warnings[0] and "target -6" in r.warnings[0]
     with pytest.raises(PermanentError, match=r"loudness off target: mix loudness -\d+\.\d LUFS, target -6"):
         run(payload, tmp_path / "fail", settings.model_copy(update={"off_target": "fail"}))
+
+
+def test_a_true_peak_retry_lowers_the_limiter_below_the_sample_peak_it_reached() -> None:
+    """The issue's figures: sample peak -9.8 dBFS, true peak -6.64 dBTP for a -7 ceiling. The retry
+    used to set the limiter at -8.46, above every sample: it never engaged."""
+    plan = GainPlan(gain_db=0.0, limit_dbtp=None)
+    retry = plan.adjusted(Loudness(-12.0, -6.64, None), -12.0, -7.0, -9.8)
+    assert retry.limit_dbtp is not None and retry.limit_dbtp <= -9.8 - 0.36
