@@ -209,6 +209,13 @@ async def _mix(
     if anchor != "speech" or speech is None or speech.integrated_lufs <= SILENCE_LUFS:
         return programme, _Goal(target, ceiling, "mix")
     offset = speech.integrated_lufs - programme.integrated_lufs
+    if offset < 0:
+        # The beds are louder than the voice: the voice at the target would push the programme
+        # over it. The programme goes to the target instead (the voice stays under it).
+        logger.info(
+            "speech anchor: the beds are {:.1f} LU louder than the voice; normalising the mix", -offset
+        )
+        return programme, _Goal(target, ceiling, "mix")
     return programme, _Goal(target - offset, ceiling, "speech", offset)
 
 
