@@ -8,6 +8,7 @@ import pytest
 
 from tests.e2e.conftest import all_keys, enqueue, job, pipeline_env
 from tests.fakes import FakeOpenAI, Reply
+from tests.fakes.audio import sample_audio
 from tests.faults.conftest import FAST
 from tests.support.workers import wait_until
 
@@ -35,6 +36,8 @@ def test_rate_limits_5xx_slow_and_garbage_are_retried_and_quota_fails_at_once(
         ([GARBAGE] * 3, 4, "completed", 2),
         ([FakeOpenAI.quota_exceeded()], 1, "failed", 1),
     ]
+    sample_audio("mp3")  # encoded once before the clock runs: on a loaded machine the first
+    # encode inside a reply took longer than the 0.5 s read timeout these cases use
     with FakeOpenAI() as openai:
         w = fleet.start(
             **pipeline_env(
