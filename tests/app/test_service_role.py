@@ -71,6 +71,23 @@ def test_every_function_the_readme_offers_works_as_service_role(supa, supa_url):
         assert scalar(c, "select audio_queue.release_job(%s, %s)", j4["id"], j4["lease_id"])
         assert scalar(c, "select audio_queue.cancel_job(%s)", j4["id"])
 
+        # the _v2 calls today's worker sends (migration 0013): the same effects, with reasons
+        v1, v2, v3 = (claim(c) for _ in [enqueue(c) for _ in range(3)])
+        assert (
+            scalar(
+                c, "select audio_queue.complete_job_v2(%s, null, 'flaky', %s, true)", v1["id"], v1["lease_id"]
+            )
+            == "retrying"
+        )
+        assert scalar(
+            c,
+            "select audio_queue.complete_jobs_v2(array[%s]::uuid[], array[%s]::uuid[], array['{}'::jsonb])",
+            v2["id"],
+            v2["lease_id"],
+        ) == ["completed"]
+        assert scalar(c, "select audio_queue.release_job_v2(%s, %s)", v3["id"], v3["lease_id"]) == "released"
+        assert scalar(c, "select audio_queue.cancel_job(%s)", v3["id"])  # out of the next claims' way
+
         # the rescuer: reads max_rescues (was "permission denied for table settings")
         stuck = enqueue(c)
         claim(c)

@@ -201,6 +201,50 @@ def s_complete_jobs(conn: psycopg.Connection, sql: str) -> None:
     assert job(conn, b["id"])["status"] == "processing"
 
 
+def s_complete_job_v2(conn: psycopg.Connection, sql: str) -> None:
+    enqueue(conn, 4, max_attempts=2)
+    ok, retry, bad, cancelled = claim(conn, 4)
+    done = {"result": Jsonb({"wav_url": "https://s/a.wav"}), "error": None, "retryable": False}
+    assert one(conn, sql, job_id=ok["id"], lease_id=ok["lease_id"], **done) == "completed"
+    assert one(conn, sql, job_id=ok["id"], lease_id=ok["lease_id"], **done) == "completed"  # repeat
+    assert one(conn, sql, job_id=ok["id"], lease_id=uuid.uuid4(), **done) == "lost"  # stale holder
+    flaky = {"result": None, "error": "provider 503", "retryable": True}
+    assert one(conn, sql, job_id=retry["id"], lease_id=retry["lease_id"], **flaky) == "retrying"
+    assert job(conn, retry["id"])["status"] == "pending"
+    wrong = {"result": None, "error": "bad spec", "retryable": False}
+    assert one(conn, sql, job_id=bad["id"], lease_id=bad["lease_id"], **wrong) == "failed"
+    conn.execute("select audio_queue.cancel_job(%s)", (cancelled["id"],))
+    assert one(conn, sql, job_id=cancelled["id"], lease_id=cancelled["lease_id"], **done) == "cancelled"
+    assert job(conn, cancelled["id"])["status"] == "cancelled"
+    assert one(conn, sql, job_id=uuid.uuid4(), lease_id=uuid.uuid4(), **done) == "lost"
+
+
+def s_release_job_v2(conn: psycopg.Connection, sql: str) -> None:
+    enqueue(conn, 2)
+    a, b = claim(conn, 2)
+    assert one(conn, sql, job_id=a["id"], lease_id=a["lease_id"]) == "released"
+    row = job(conn, a["id"])
+    assert row["status"] == "pending" and row["attempts"] == 0 and row["lease_id"] is None
+    assert one(conn, sql, job_id=a["id"], lease_id=a["lease_id"]) == "lost"
+    conn.execute("select audio_queue.cancel_job(%s)", (b["id"],))
+    assert one(conn, sql, job_id=b["id"], lease_id=b["lease_id"]) == "cancelled"
+    assert job(conn, b["id"])["status"] == "cancelled"
+
+
+def s_complete_jobs_v2(conn: psycopg.Connection, sql: str) -> None:
+    enqueue(conn, 3)
+    a, b, c = claim(conn, 3)
+    conn.execute("select audio_queue.cancel_job(%s)", (c["id"],))
+    params = {
+        "job_ids": [a["id"], b["id"], c["id"]],
+        "lease_ids": [a["lease_id"], uuid.uuid4(), c["lease_id"]],
+        "results": [Jsonb({"wav_url": "https://s/a.wav"}), Jsonb({}), Jsonb({})],
+    }
+    assert one(conn, sql, **params) == ["completed", "lost", "cancelled"]
+    assert job(conn, a["id"])["wav_url"] == "https://s/a.wav" and job(conn, b["id"])["status"] == "processing"
+    assert one(conn, sql, job_ids=[], lease_ids=[], results=[]) == []
+
+
 def s_queue_stats(conn: psycopg.Connection, sql: str) -> None:
     enqueue(conn, 3)
     claim(conn)
@@ -376,6 +420,9 @@ SCENARIOS: dict[str, Scenario] = {
     "schema_exists": s_schema_exists,
     "get_job": s_get_job,
     "complete_jobs": s_complete_jobs,
+    "complete_job_v2": s_complete_job_v2,
+    "release_job_v2": s_release_job_v2,
+    "complete_jobs_v2": s_complete_jobs_v2,
     "queue_stats": s_queue_stats,
     "queue_depth": s_queue_depth,
     "health_check": s_health_check,

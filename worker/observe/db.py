@@ -21,12 +21,6 @@ async def queue_depth(conn: AsyncConnection) -> tuple[dict[str, int], float]:
     return {status: int(n) for status, n, _ in rows}, max((float(o) for _, _, o in rows), default=0.0)
 
 
-async def job_row(conn: AsyncConnection, job_id: uuid.UUID) -> dict[str, Any] | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(q("get_job"), {"job_id": job_id})
-        return await cur.fetchone()
-
-
 # -- the webhook outbox (migration 0006) ------------------------------------------------------------
 
 

@@ -37,11 +37,6 @@ class Observer:
             )
         self.server: HealthServer | None = None
 
-    @property
-    def wants_final_row(self) -> bool:
-        """Whether the loop should read a refused job's row to tell a cancel from a lost lease."""
-        return self.metrics is not None
-
     async def start(self, src: HealthSource, db: Runner | None = None, worker_id: str = "-") -> None:
         """Serve the endpoint (raises OSError) and, with WEBHOOK_URL, turn the outbox on and start
         delivering (raises the database's error). ``db`` runs ``fn(conn, ...)`` like ClaimLoop.db."""

@@ -11,15 +11,15 @@
 - an exception: a failure whose class decides retry or not (:mod:`worker.errors`).
 
 A refused call means the job is no longer this attempt's: its work is discarded (``ctx.discards``)
-and nothing of it is published. Every outcome also goes to the observer (metrics, webhook wake-up),
-which is never allowed to fail a job.
+and nothing of it is published. The ``_v2`` functions (migration 0013) say why a call did not
+count (a cancel, or a lost lease) without a second read of the row. Every outcome also goes to the
+observer (metrics, webhook wake-up), which is never allowed to fail a job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,6 @@ from loguru import logger
 from worker.config import WorkerSettings
 from worker.errors import ChildKilled, JobError, PayloadError, PermanentError, signal_name
 from worker.logs import redact
-from worker.observe import db as observe_db
-from worker.observe.http import DB_CHECK_S
 from worker.observe.observer import Observer
 from worker.queue.completions import CompletionBatcher
 from worker.queue.db import queue
@@ -41,6 +39,18 @@ from worker.queue.supervise import Outcome
 # seen first: a child killed by one of these waits this long for the worker's own stop to begin.
 SHUTDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 SIGNAL_RACE_S = 1.0
+
+
+# The SQL functions' answers (complete_job_v2, release_job_v2) as the observer's outcomes.
+OBSERVED = {
+    "completed": "completed",
+    "retrying": "retrying",
+    "failed": "failed",
+    "released": "released",
+    "cancelled": "cancelled",
+    "lost": "refused",
+}
+REFUSED = {"cancelled": "a cancel was requested", "lost": "lease lost: the job is another's"}
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,8 @@ class OutcomeRecorder:
         self.settings = settings
         self.observer = observer
         self.completions = CompletionBatcher(
-            send_many=lambda done: db(queue.complete_jobs, done),
-            send_one=lambda job, result: db(queue.complete_job, job, result=result),
+            send_many=lambda done: db(queue.complete_jobs_v2, done),
+            send_one=lambda job, result: db(queue.complete_job_v2, job, result=result),
         )
 
     async def record(
@@ -119,22 +129,21 @@ class OutcomeRecorder:
         self, job: queue.Job, ctx: JobContext, result: dict[str, Any], elapsed: float
     ) -> None:
         try:
-            ok = await self.completions.complete(job, result)
+            reason = await self.completions.complete(job, result)
         except TypeError as exc:  # result not JSON-able: a handler bug, not the job's fault
             msg = redact(f"handler returned a result that is not JSON: {exc}")
             await self._fail(job, ctx, Failure(msg, False, "failed permanently"), elapsed)
             return
-        if ok:
+        if reason == "completed":
             logger.info("job completed in {:.2f}s (attempt {})", elapsed, job.attempts)
-            self._observe(job, "completed", elapsed, ctx)
         else:
             await discard(ctx)
-            logger.warning("completion refused (lease lost or job cancelled): work discarded")
-            await self._observe_refused(job, ctx, elapsed)
+            logger.warning("completion refused ({}): work discarded", REFUSED[reason])
+        self._observe(job, OBSERVED[reason], elapsed, ctx)
 
     async def _fail(self, job: queue.Job, ctx: JobContext, failure: Failure, elapsed: float) -> None:
         await discard(ctx)
-        ok = await self.db(queue.complete_job, job, error=failure.message, retryable=failure.retryable)
+        reason = await self.db(queue.complete_job_v2, job, error=failure.message, retryable=failure.retryable)
         if failure.kind == "timeout":
             logger.warning("job {}", failure.message)
         else:
@@ -146,62 +155,32 @@ class OutcomeRecorder:
                 job.max_attempts,
                 failure.message,
             )
-        if not ok:
-            await self._observe_refused(job, ctx, elapsed)
-        elif failure.kind == "timeout":
-            self._observe(job, "timeout", elapsed, ctx)
-        else:
-            again = failure.retryable and job.attempts < job.max_attempts  # complete_job's own rule
-            self._observe(job, "retrying" if again else "failed", elapsed, ctx)
+        if reason in REFUSED:
+            logger.warning("the failure was not recorded ({})", REFUSED[reason])
+        counted = reason in ("retrying", "failed") and failure.kind == "timeout"
+        self._observe(job, "timeout" if counted else OBSERVED[reason], elapsed, ctx)
 
     async def _release(self, job: queue.Job, ctx: JobContext, outcome: Outcome, elapsed: float) -> None:
         await discard(ctx)
-        released = await self.db(queue.release_job, job)
+        reason = await self.db(queue.release_job_v2, job)
         logger.info(
             "job {} after {:.2f}s: {}",
             "released" if outcome is Outcome.ABANDONED else "stopped",
             elapsed,
-            "handed back to the queue" if released else "it is no longer ours",
+            {
+                "released": "handed back to the queue",
+                "cancelled": "ended as cancelled, as requested",
+                "lost": "it is no longer ours",
+            }[reason],
         )
-        if released:  # handed back, or ended by release_job because a cancel was requested
-            await self._observe_released(job, ctx, elapsed)
-        else:
-            self._observe(job, "refused", elapsed, ctx)
-
-    # -- observation (metrics, webhook wake-up) ------------------------------------------------------
+        self._observe(job, OBSERVED[reason], elapsed, ctx)
 
     def _observe(self, job: queue.Job, outcome: str, elapsed: float, ctx: JobContext) -> None:
+        """Tell the observer (metrics, webhook wake-up); it is never allowed to fail a job."""
         try:
             self.observer.job_finished(job, outcome, elapsed, ctx)
         except Exception as exc:
             logger.opt(exception=exc).error("observer failed on outcome {}: {}", outcome, redact(str(exc)))
-
-    async def _final_row(self, job: queue.Job) -> dict[str, Any] | None:
-        """The job's row, to tell a cancel from a lost lease; None when not needed or not readable."""
-        if not self.observer.wants_final_row:
-            return None
-        try:
-            return await self.db(observe_db.job_row, job.id, until=time.monotonic() + DB_CHECK_S)
-        except Exception as exc:
-            logger.warning("could not read the job's final state: {}", first_line(exc))
-            return None
-
-    async def _observe_refused(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
-        """complete_job said no: cancelled under our lease, or no longer ours (refused)."""
-        row = await self._final_row(job)
-        cancelled = row is not None and row["status"] == "cancelled" and row["lease_id"] == job.lease_id
-        self._observe(job, "cancelled" if cancelled else "refused", elapsed, ctx)
-
-    async def _observe_released(self, job: queue.Job, ctx: JobContext, elapsed: float) -> None:
-        """release_job took it back: pending again (released), or cancelled because a cancel was asked."""
-        row = await self._final_row(job)
-        cancelled = (
-            row is not None
-            and row["status"] == "cancelled"
-            and row["error_message"] == "cancelled while processing"
-            and row["lease_id"] is None
-        )
-        self._observe(job, "cancelled" if cancelled else "released", elapsed, ctx)
 
 
 async def discard(ctx: JobContext) -> None:

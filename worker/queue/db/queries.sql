@@ -7,11 +7,13 @@ select * from audio_queue.get_next_pending_job(%(worker_id)s, %(limit)s, %(lease
 -- name: update_job_progress
 select audio_queue.update_job_progress(%(job_id)s, %(progress)s, %(stage)s, %(lease_id)s);
 
--- name: complete_job
-select audio_queue.complete_job(%(job_id)s, %(result)s, %(error)s, %(lease_id)s, %(retryable)s);
+-- name: complete_job_v2
+-- complete_job's effect; answers completed | retrying | failed | cancelled | lost (migration 0013).
+select audio_queue.complete_job_v2(%(job_id)s, %(result)s, %(error)s, %(lease_id)s, %(retryable)s);
 
--- name: release_job
-select audio_queue.release_job(%(job_id)s, %(lease_id)s);
+-- name: release_job_v2
+-- release_job's effect; answers released | cancelled | lost (migration 0013).
+select audio_queue.release_job_v2(%(job_id)s, %(lease_id)s);
 
 -- name: enqueue_job
 select audio_queue.enqueue_job(%(payload)s, %(priority)s, %(run_at)s, %(idempotency_key)s,
@@ -35,8 +37,8 @@ select to_regclass('audio_queue.schema_migrations') is not null;
 -- name: get_job
 select * from audio_queue.jobs where id = %(job_id)s;
 
--- name: complete_jobs
-select audio_queue.complete_jobs(%(job_ids)s, %(lease_ids)s, %(results)s::jsonb[]);
+-- name: complete_jobs_v2
+select audio_queue.complete_jobs_v2(%(job_ids)s, %(lease_ids)s, %(results)s::jsonb[]);
 
 -- name: queue_stats
 select * from audio_queue.queue_stats();

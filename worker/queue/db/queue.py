@@ -6,7 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -110,47 +110,53 @@ async def update_job_progress(conn: AsyncConnection, job: Job, progress: int, st
     )
 
 
-async def complete_job(
+# What complete_job_v2 / release_job_v2 answer (migration 0013): the outcome, or why it did not count.
+Ended = Literal["completed", "retrying", "failed", "cancelled", "lost"]
+Released = Literal["released", "cancelled", "lost"]
+
+
+async def complete_job_v2(
     conn: AsyncConnection,
     job: Job,
     *,
     result: dict[str, Any] | None = None,
     error: str | None = None,
     retryable: bool = False,
-) -> bool:
-    """Record the outcome; False means the lease was lost or the job cancelled: discard the work."""
-    return bool(
-        await _scalar(
-            conn,
-            "complete_job",
-            {
-                "job_id": job.id,
-                "result": Jsonb(result) if result is not None else None,
-                "error": error,
-                "lease_id": job.lease_id,
-                "retryable": retryable,
-            },
-        )
-    )
-
-
-async def complete_jobs(conn: AsyncConnection, done: list[tuple[Job, dict[str, Any]]]) -> list[bool]:
-    """Record many successes in one transaction; each element as :func:`complete_job` would."""
-    oks = await _scalar(
+) -> Ended:
+    """Record the outcome. ``cancelled`` (a cancel was requested) and ``lost`` (the lease is
+    another's) mean it did not count: discard the work."""
+    reason = await _scalar(
         conn,
-        "complete_jobs",
+        "complete_job_v2",
+        {
+            "job_id": job.id,
+            "result": Jsonb(result) if result is not None else None,
+            "error": error,
+            "lease_id": job.lease_id,
+            "retryable": retryable,
+        },
+    )
+    return cast(Ended, reason)
+
+
+async def complete_jobs_v2(conn: AsyncConnection, done: list[tuple[Job, dict[str, Any]]]) -> list[Ended]:
+    """Record many successes in one transaction; each element as :func:`complete_job_v2` would."""
+    reasons = await _scalar(
+        conn,
+        "complete_jobs_v2",
         {
             "job_ids": [j.id for j, _ in done],
             "lease_ids": [j.lease_id for j, _ in done],
             "results": [Jsonb(r) for _, r in done],
         },
     )
-    return [bool(x) for x in oks]
+    return [cast(Ended, r) for r in reasons]
 
 
-async def release_job(conn: AsyncConnection, job: Job) -> bool:
-    """Hand the job back unfinished without spending an attempt (or end it if a cancel was asked)."""
-    return bool(await _scalar(conn, "release_job", {"job_id": job.id, "lease_id": job.lease_id}))
+async def release_job_v2(conn: AsyncConnection, job: Job) -> Released:
+    """Hand the job back unfinished without spending an attempt (``released``), or end it when a
+    cancel was requested (``cancelled``); ``lost`` when it is no longer ours."""
+    return cast(Released, await _scalar(conn, "release_job_v2", {"job_id": job.id, "lease_id": job.lease_id}))
 
 
 async def rescue_if_leader(conn: AsyncConnection) -> int | None:
