@@ -70,6 +70,39 @@ def test_healthz_and_metrics_of_a_running_worker(conn, fleet):
     assert get(base + "/nope")[0] == 404
 
 
+def test_metrics_tell_a_cancel_from_a_lost_lease_without_reading_the_row(conn, fleet):
+    """Both stop the work at the next heartbeat; release_job_v2 says which it was (migration 0013)."""
+    port = free_port()
+    cancel, lost = enqueue(conn, {"sleep_ms": 20000}, n=2)
+    w = fleet.start(HEALTH_PORT=port, MAX_CONCURRENT_JOBS=2, LEASE_SECONDS=3)
+    wait_until(
+        lambda: (
+            conn.execute("select count(*) from audio_queue.jobs where status = 'processing'").fetchone()[0]
+            == 2
+        ),
+        timeout=20,
+        what="both jobs to run",
+    )
+    conn.execute("select audio_queue.cancel_job(%s)", (cancel,))
+    conn.execute(
+        "update audio_queue.jobs set lease_id = gen_random_uuid() where id = %s", (lost,)
+    )  # taken over
+    text = wait_until(
+        lambda: (
+            (t := get(f"http://127.0.0.1:{port}/metrics")[2])
+            and sample(t, "audio_worker_jobs_total", outcome="cancelled") == 1
+            and sample(t, "audio_worker_jobs_total", outcome="refused") == 1
+            and t
+        ),
+        timeout=20,
+        what="the cancel and the lost lease in /metrics",
+    )
+    assert sample(text, "audio_worker_jobs_total", outcome="released") == 0
+    status = dict(conn.execute("select id, status from audio_queue.jobs").fetchall())
+    assert status[cancel] == "cancelled" and status[lost] == "processing"  # the new holder's
+    assert "ended as cancelled, as requested" in w.log and "it is no longer ours" in w.log
+
+
 def test_queue_depth_reads_live_statuses_and_the_oldest_runnable_age(conn):
     enqueue(conn, {}, n=2, run_at="2000-01-01T00:00:00Z")
     enqueue(conn, {}, n=1, run_at="2999-01-01T00:00:00Z")
