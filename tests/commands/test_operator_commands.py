@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -144,28 +142,37 @@ def test_status_of_an_unknown_or_malformed_id_exits_1(db_url):
     assert bad.returncode == 1 and "not a job id" in bad.stderr
 
 
+@pytest.mark.timeout(60)
 def test_status_wait_follows_progress_until_another_process_completes_the_job(db_url, conn):
     job_id = worker(db_url, "enqueue", str(SPEC)).stdout.strip()
     jid, lease = claim(conn)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"} | {"DATABASE_URL": db_url}
+    status = subprocess.Popen(
+        [sys.executable, "-m", "worker", "status", job_id, "--wait", "--interval", "0.1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert status.stdout is not None
+    lines: list[str] = []
 
-    def work() -> None:
-        with psycopg.connect(db_url, autocommit=True) as c:
-            for pct, stage in ((30, "mix"), (80, "master")):
-                time.sleep(0.7)
-                c.execute("select audio_queue.update_job_progress(%s, %s, %s, %s)", (jid, pct, stage, lease))
-            time.sleep(0.7)
-            complete(c, jid, lease, result={"mp3_url": "https://x/p.mp3"})
+    def until(text: str) -> None:
+        """Read what --wait prints until ``text``: each change is made once the previous one showed."""
+        while not lines or text not in lines[-1]:
+            line = status.stdout.readline()
+            assert line, f"status exited before printing {text!r}: {lines}"
+            lines.append(line.rstrip("\n"))
 
-    t = threading.Thread(target=work)
-    started = time.monotonic()
-    t.start()
-    out = worker(db_url, "status", job_id, "--wait", "--interval", "0.1", timeout=30)
-    t.join()
-    assert out.returncode == 0, out.stderr
-    assert time.monotonic() - started >= 2.0, "returned before the job was completed"
-    lines = out.stdout.splitlines()
-    assert "processing mix 30%" in lines and "processing master 80%" in lines
-    assert f"job {job_id}: completed" in out.stdout
+    until("processing")  # it follows the claimed job
+    for pct, stage in ((30, "mix"), (80, "master")):
+        conn.execute("select audio_queue.update_job_progress(%s, %s, %s, %s)", (jid, pct, stage, lease))
+        until(f"processing {stage} {pct}%")
+    assert status.poll() is None, "returned before the job was completed"
+    complete(conn, jid, lease, result={"mp3_url": "https://x/p.mp3"})
+    until(f"job {job_id}: completed")
+    assert status.wait(30) == 0, status.stderr.read() if status.stderr else ""
 
 
 def test_stats_prints_counts(db_url, conn):
