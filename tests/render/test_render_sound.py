@@ -168,3 +168,21 @@ def test_a_true_peak_retry_lowers_the_limiter_below_the_sample_peak_it_reached()
     plan = GainPlan(gain_db=0.0, limit_dbtp=None)
     retry = plan.adjusted(Loudness(-12.0, -6.64, None), -12.0, -7.0, -9.8)
     assert retry.limit_dbtp is not None and retry.limit_dbtp <= -9.8 - 0.36
+
+
+def test_the_full_length_mp3_stays_under_the_ceiling_too(tmp_path: Path, settings: RenderSettings) -> None:
+    """The full MP3 (output.full) of the same clipped bed, limited at a -9 dBTP ceiling: encoded from
+    a master at the ceiling, its coding overshoot must not take it over (it measured -8.16 dBTP
+    before: no limiter, no measurement)."""
+    from worker.render.deliverables import make_deliverables
+
+    bed = make_clip(tmp_path / "bed.wav", CLIPPED, 2.0)
+    payload = {"duration_s": 2, "loudness": {"target_lufs": -6, "true_peak_dbtp": -9},
+               "output": {"full": {"vbr_quality": 9}},
+               "layers": [{"type": "music", "object": "b/bed.wav", "loop": False}]}  # fmt: skip
+    r = run(payload, tmp_path / "out", settings, {"layers[0]": bed})
+    spec = parse_spec({"spec_version": 1, **payload}, settings)
+    out = asyncio.run(make_deliverables(spec, r, settings=settings))
+    assert out.full is not None
+    full, _ = decode(out.full)
+    assert true_peak_db(full) <= -9 + 0.05, true_peak_db(full)

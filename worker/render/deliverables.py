@@ -13,17 +13,21 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from loguru import logger
 from mutagen import MutagenError
 
 from worker.errors import PermanentError
 from worker.render.engine import RenderResult
 from worker.render.ffmpeg_process import run_ffmpeg
+from worker.render.loudness import PREVIEW_HEADROOM_DB, TP_RETRY_MARGIN_DB, parse_ebur128
 from worker.render.peaks import write_peaks
 from worker.render.settings import RenderSettings
+from worker.render.sources import db_to_lin
 from worker.render.spec import FullOutput, RenderSpec
 from worker.render.tags import ChapterMark, Cover, chapter_marks, write_tags
 
 FULL_FILE, PEAKS_FILE = "full.mp3", "peaks.json"
+MAX_FULL_ENCODES = 3
 
 
 @dataclass(frozen=True)
@@ -33,15 +37,56 @@ class Deliverables:
     chapters: list[ChapterMark] = field(default_factory=list)
 
 
-def full_command(master: Path, dest: Path, full: FullOutput, ffmpeg: str = "ffmpeg") -> list[str]:
-    """Encode the master as the full-length MP3 (LAME, Xing header for exact length and seeking)."""
+def full_command(
+    master: Path, dest: Path, full: FullOutput, ffmpeg: str = "ffmpeg", limit_dbtp: float | None = None
+) -> list[str]:
+    """Encode the master as the full-length MP3 (LAME, Xing header for exact length and seeking),
+    limited to ``limit_dbtp`` first when given (lossy coding overshoots the master's peaks)."""
     quality = (
         ["-q:a", str(full.vbr_quality)]
         if full.vbr_quality is not None
         else ["-b:a", f"{full.bitrate_kbps or 192}k"]
     )
-    return [ffmpeg, "-y", "-i", str(master), "-map", "0:a", "-map_metadata", "-1",
+    limiter = (
+        []
+        if limit_dbtp is None
+        else ["-af", f"alimiter=limit={db_to_lin(limit_dbtp):.6f}:attack=5:release=50:level=0:latency=1"]
+    )
+    return [ffmpeg, "-y", "-i", str(master), "-map", "0:a", "-map_metadata", "-1", *limiter,
             "-c:a", "libmp3lame", *quality, "-write_xing", "1", str(dest)]  # fmt: skip
+
+
+def true_peak_command(path: Path, ffmpeg: str = "ffmpeg") -> list[str]:
+    """Meter a file as a listener decodes it (true peak, 4x oversampled)."""
+    return [ffmpeg, "-nostdin", "-loglevel", "info", "-i", str(path), "-map", "0:a",
+            "-af", "ebur128=peak=true", "-f", "null", "-"]  # fmt: skip
+
+
+async def _encode_full(spec: RenderSpec, result: RenderResult, dest: Path, settings: RenderSettings) -> None:
+    """The full-length MP3 under the same true-peak ceiling as the master and the preview: limited
+    ``PREVIEW_HEADROOM_DB`` under it when the master's peaks come that near, measured after
+    encoding, and encoded again, limited harder, while it is over."""
+    assert spec.output.full is not None
+    ceiling = result.ceiling_dbtp
+    limit = ceiling - PREVIEW_HEADROOM_DB if result.true_peak_dbtp > ceiling - PREVIEW_HEADROOM_DB else None
+    for attempt in range(MAX_FULL_ENCODES):
+        await run_ffmpeg(
+            full_command(result.master, dest, spec.output.full, settings.ffmpeg_path, limit),
+            duration_s=result.duration_s, stall_timeout_s=settings.stall_timeout_s, label="full mp3",
+            redact=[str(dest.parent)],
+        )  # fmt: skip
+        if limit is None:
+            return  # the master's peaks stay more than the headroom under the ceiling
+        run = await run_ffmpeg(
+            true_peak_command(dest, settings.ffmpeg_path), duration_s=result.duration_s,
+            stall_timeout_s=settings.stall_timeout_s, label="full mp3 peak", redact=[str(dest.parent)],
+        )  # fmt: skip
+        tp = parse_ebur128(run.stderr_tail).true_peak_dbtp
+        if tp <= ceiling or attempt == MAX_FULL_ENCODES - 1:
+            if tp > ceiling:
+                logger.warning("full mp3 true peak {} dBTP stays over the {} dBTP ceiling", tp, ceiling)
+            return
+        limit -= tp - ceiling + TP_RETRY_MARGIN_DB
 
 
 async def make_deliverables(
@@ -57,11 +102,7 @@ async def make_deliverables(
     out = Deliverables(chapters=chapter_marks(spec, result.duration_s))
     if spec.output.full is not None:
         dest = out_dir / FULL_FILE
-        await run_ffmpeg(
-            full_command(result.master, dest, spec.output.full, settings.ffmpeg_path),
-            duration_s=result.duration_s, stall_timeout_s=settings.stall_timeout_s, label="full mp3",
-            redact=[str(out_dir)],
-        )  # fmt: skip
+        await _encode_full(spec, result, dest, settings)
         out = replace(out, full=dest)
     if spec.output.peaks is not None:
         p = spec.output.peaks
