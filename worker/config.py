@@ -51,7 +51,7 @@ class WorkerSettings(BaseSettings):
         default=60, ge=0.5, le=3600, description="How often one worker of the fleet runs reset_stuck_jobs."
     )
     shutdown_grace_seconds: float = Field(
-        default=25,
+        default=20,
         ge=0,
         le=3600,
         description="On SIGTERM, running jobs get this long to finish before they are released.",
