@@ -98,6 +98,9 @@ def valid_spec(draw: Any, speech: bool = False) -> dict[str, Any]:
     duration = draw(num(1.0, 1.5))
     spec: dict[str, Any] = {"spec_version": 1, "duration_s": duration}
     layers = draw(st.lists(tone_layer(duration), min_size=1, max_size=3))
+    # A mix under EBU R128's absolute gate (-70 LUFS: every layer near -60 dB) is refused as
+    # silent by design (tests/render/test_render_audio.py): keep one layer audible.
+    layers[0]["gain_db"] = max(layers[0].get("gain_db", 0.0), -30.0)
     if speech:
         layers.insert(draw(st.integers(0, len(layers))), draw(speech_layer(duration)))
         if draw(st.booleans()):
