@@ -23,7 +23,7 @@ CLIENT_FIELDS = {
     "result",
     "error",
 }
-SECRET = "sk-placeholder-not-a-key"
+SECRET = "placeholder-provider-key-not-real"
 
 
 def enqueue(conn: psycopg.Connection, user: uuid.UUID | None, **payload: Any) -> uuid.UUID:
