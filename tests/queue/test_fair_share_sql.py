@@ -15,12 +15,13 @@ HEAVY = uuid.UUID("aaaaaaaa-0000-0000-0000-000000000001")
 
 
 def add_jobs(conn, user, n=1, priority=0, age_s=0.0):
-    """n due jobs of ``user`` (None: no user), the oldest ``age_s`` seconds old, one second apart."""
+    """n due jobs of ``user`` (None: no user), one millisecond apart, the newest ``age_s`` seconds
+    old (never in the future: a claim in the same millisecond must see them all due)."""
     conn.execute(
         "insert into audio_queue.jobs (payload, user_id, priority, run_at) "
-        "select '{}', %s, %s, now() - make_interval(secs => %s) + i * interval '1 millisecond' "
+        "select '{}', %s, %s, now() - make_interval(secs => %s) - (%s - i) * interval '1 millisecond' "
         "from generate_series(1, %s) i",
-        (user, priority, age_s, n),
+        (user, priority, age_s, n, n),
     )
 
 
@@ -181,3 +182,49 @@ def test_provider_slot_stats_show_slots_in_use_against_the_limit(conn):
 def test_bad_slot_arguments_are_refused_naming_the_parameter(conn, args):
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="acquire_provider_slot: p_"):
         conn.execute("select * from audio_queue.acquire_provider_slot(%s, %s, %s, %s, %s, %s)", args)
+
+
+def release(conn, lease):
+    return scalar(conn, "select audio_queue.release_provider_slot(%s)", lease)
+
+
+def test_a_request_counts_in_its_window_until_its_answer(conn):
+    """A provider counts a request when it arrives, any time before its answer: the window of a
+    slow request runs from its answer, not from its grant."""
+    first, _ = acquire(conn, reqs=2, window=1)
+    second, _ = acquire(conn, reqs=2, window=1)
+    time.sleep(1.1)  # a whole window after both grants, both still running
+    refused, wait = acquire(conn, reqs=2, window=1)
+    assert refused is None and 0 < wait <= 1
+    release(conn, first)
+    refused, wait = acquire(conn, reqs=2, window=1)
+    assert refused is None and 0.8 < wait <= 1.0  # one window after the first answer
+    time.sleep(wait + 0.05)
+    assert acquire(conn, reqs=2, window=1)[0] is not None
+    assert release(conn, second) is True
+
+
+def test_a_dead_holders_request_counts_until_its_lease_expired_plus_the_window(conn):
+    acquire(conn, reqs=1, window=1, lease=1)
+    time.sleep(1.1)  # the lease expired: the request ended then, at the latest
+    refused, wait = acquire(conn, reqs=1, window=1)
+    assert refused is None and 0.7 < wait <= 1.0
+
+
+def test_the_window_starts_after_a_wait_for_the_lock_not_at_the_statement(conn):
+    """In a transaction that began long before, the grant is booked at the clock, not at now()."""
+    with conn.transaction():
+        conn.execute("select pg_sleep(1.1)")
+        lease, _ = acquire(conn, reqs=1, window=1)
+        release(conn, lease)
+    refused, wait = acquire(conn, reqs=1, window=1)
+    assert refused is None and wait > 0.8
+
+
+def test_requests_still_running_show_in_the_window_stats(conn):
+    acquire(conn, provider="openai", account="k2", reqs=5, window=1)
+    time.sleep(1.1)
+    row = conn.execute(
+        "select requests_in_window from audio_queue.provider_slot_stats() where account = 'k2'"
+    ).fetchone()
+    assert row == (1,)
