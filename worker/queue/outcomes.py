@@ -19,8 +19,10 @@ observer (metrics, webhook wake-up), which is never allowed to fail a job.
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -50,6 +52,8 @@ OBSERVED = {
     "cancelled": "cancelled",
     "lost": "refused",
 }
+# OSErrors of the worker's own writes that another attempt may not meet, in the user's words.
+RESOURCE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full", errno.ENOMEM: "out of memory"}
 REFUSED = {"cancelled": "a cancel was requested", "lost": "lease lost: the job is another's"}
 
 
@@ -76,6 +80,15 @@ def failure_of(work: asyncio.Task[Any]) -> Failure | None:
         return Failure(
             redact(str(exc)), exc.retryable, "failed permanently" if permanent else "failed (retryable)"
         )
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        # The worker's own writes (a download, a provider answer, a temp file) ran out of a
+        # resource: the same words as ffmpeg's (worker.render.ffmpeg_process), another try may fit.
+        where = f" writing {Path(exc.filename).name}" if isinstance(exc.filename, str) else ""
+        message = (
+            f"{RESOURCE_ERRNOS[exc.errno]}{where} ({errno.errorcode[exc.errno]}); the job will be retried"
+        )
+        logger.warning("{}", message)
+        return Failure(redact(message), True, "failed (retryable)")
     logger.opt(exception=exc).error("handler raised {}", type(exc).__name__)
     return Failure(redact(f"unexpected error: {type(exc).__name__}: {exc}"), True, "failed (retryable)")
 
