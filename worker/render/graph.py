@@ -19,7 +19,7 @@ import ffmpeg
 
 from worker.render.loudness import GainPlan
 from worker.render.probe import AudioInfo
-from worker.render.sources import LayerInput, SourceContext, Stream, db_to_lin, lavfi, num
+from worker.render.sources import FRAME_SAMPLES, LayerInput, SourceContext, Stream, db_to_lin, lavfi, num
 from worker.render.spec import LayerBase, MusicLayer, RenderSpec, SpeechLayer, layer_type
 
 __all__ = ["LayerInput", "fit_duration", "layer_length", "master_command", "measure_command", "mix_command"]
@@ -129,7 +129,10 @@ def mix_command(
     else:
         other.extend(s for _, s in music)
 
-    bed = lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={num(duration_s + 0.1)}")
+    bed = lavfi(
+        f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={num(duration_s + 0.1)}"
+        f":nb_samples={FRAME_SAMPLES}"
+    )
     streams = [bed, *speech, *other]
     mix = ffmpeg.filter(
         streams, "amix", inputs=len(streams), duration="first", normalize=0, dropout_transition=0

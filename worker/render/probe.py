@@ -24,6 +24,8 @@ class AudioInfo:
     sample_rate: int
     channels: int
     codec: str
+    container: str = ""
+    """``wav`` when read from a plain RIFF/WAVE header (then ffmpeg's wav demuxer reads it)."""
 
 
 async def probe_audio(path: Path, key: str, ffprobe: str = "ffprobe") -> AudioInfo:
@@ -123,6 +125,6 @@ def read_wav_header(path: Path) -> AudioInfo | None:
                 or length % align
             ):
                 return None
-            return AudioInfo(length / align / rate, rate, channels, codec)
+            return AudioInfo(length / align / rate, rate, channels, codec, "wav")
         pos = body + length + (length & 1)
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,24 @@ Stream = Any
 
 TONE_AMPLITUDE = 0.125  # ffmpeg's sine source amplitude (1/8): the 0 dB level of tone layers
 NOISE_AMPLITUDE = 0.1
+
+FRAME_SAMPLES = 4096
+"""Samples per frame from the generators. ffmpeg's default (1024) makes four times as many
+frames, each handed between the input threads and through every filter: with it the mix pass of a
+10-minute track spent a third of its CPU time on frames, not sound. The samples do not depend on it."""
+WAV_PACKET_BYTES = 65536
+"""Packet size asked of ffmpeg's wav demuxer (its default, 4096 bytes, is 512 stereo float frames)."""
+
+EVAL_DECIMATIONS = (10, 5, 4, 2)
+"""Rates (the track rate divided by one of these) at which an expression source may be evaluated
+before it is resampled to the track rate: ffmpeg evaluates an expression per sample, the costliest
+part of a mix (a binaural ramp was 40% of the mix pass's CPU time at the track rate)."""
+EVAL_BAND = 0.25
+"""... when its highest frequency is at most this share of the reduced rate (half its Nyquist
+frequency, well inside the resampler's flat passband: measured error under -100 dB)."""
+EVAL_PAD = 64
+"""Samples (at the reduced rate) evaluated before the layer starts and after it ends, so the
+resampler's filter sees the tone going on at both edges; trimmed off after resampling."""
 
 
 def num(x: float) -> str:
@@ -88,7 +107,40 @@ def lavfi(desc: str, layer: int | None = None) -> Stream:
 
 def sine(freq: float, ctx: SourceContext) -> Stream:
     return lavfi(
-        f"sine=frequency={num(freq)}:sample_rate={ctx.sample_rate}:duration={num(ctx.length)}", ctx.index
+        f"sine=frequency={num(freq)}:sample_rate={ctx.sample_rate}:duration={num(ctx.length)}"
+        f":samples_per_frame={FRAME_SAMPLES}",
+        ctx.index,
+    )
+
+
+def eval_source(exprs: Callable[[str], list[str]], top_hz: float, ctx: SourceContext) -> Stream:
+    """An ``aevalsrc`` of ``ctx.length`` seconds whose channel expressions ``exprs(t)`` are functions
+    of the time text ``t`` (seconds from the layer's start). When the sound's highest frequency
+    ``top_hz`` allows, it is evaluated at a fraction of the track rate from ``EVAL_PAD`` samples
+    before the start to as many after the end, resampled to the track rate and trimmed to the
+    layer's samples: the same sound for a fraction of the evaluations."""
+    sr = ctx.sample_rate
+    k = next((k for k in EVAL_DECIMATIONS if sr % k == 0 and top_hz <= EVAL_BAND * sr / k), 1)
+    if k == 1:
+        return lavfi(
+            f"aevalsrc=exprs='{'|'.join(exprs('t'))}':sample_rate={sr}:duration={num(ctx.length)}"
+            f":nb_samples={FRAME_SAMPLES}",
+            ctx.index,
+        )
+    rate, samples = sr // k, round(ctx.length * sr)
+    # st/ld: the shifted time is computed once per sample; t = (n - pad) / rate, exact multiples
+    t = "ld(0)"
+    shifted = "|".join(f"st(0,(n-{EVAL_PAD})/{rate});{e}" for e in exprs(t))
+    low = -(-samples // k) + 2 * EVAL_PAD  # samples at the reduced rate, pads included
+    src = lavfi(
+        f"aevalsrc=exprs='{shifted}':sample_rate={rate}:duration={num((low + 1) / rate)}"
+        f":nb_samples={FRAME_SAMPLES // k}",
+        ctx.index,
+    )
+    return (
+        src.filter("aresample", sr)
+        .filter("atrim", start_sample=EVAL_PAD * k, end_sample=EVAL_PAD * k + samples)
+        .filter("asetpts", "N")  # aresample's time base is 1/sr; N/SR/TB rounds some frames a sample early
     )
 
 
@@ -104,9 +156,13 @@ def file_input(path: Path, ctx: SourceContext, **options: Any) -> Stream:
     return ffmpeg.input(f"{path.parent}/{'./' * ctx.index}{path.name}", **options)["a:0"]
 
 
+def _wav_options(info: AudioInfo | None) -> dict[str, Any]:
+    return {"max_size": WAV_PACKET_BYTES} if info is None or info.container == "wav" else {}
+
+
 def speech(layer: SpeechLayer, ctx: SourceContext) -> Stream:
     assert ctx.input is not None
-    return file_input(ctx.input.path, ctx, t=num(ctx.length))
+    return file_input(ctx.input.path, ctx, t=num(ctx.length), **_wav_options(ctx.input.info))
 
 
 def music(layer: MusicLayer, ctx: SourceContext) -> Stream:
@@ -114,11 +170,11 @@ def music(layer: MusicLayer, ctx: SourceContext) -> Stream:
     inp = ctx.input
     assert inp is not None
     if inp.loop is None:
-        return file_input(inp.path, ctx, t=num(ctx.length))
-    loop = inp.loop
-    unit = file_input(loop.unit, ctx, stream_loop=-1, t=num(ctx.length + 1.0))
+        return file_input(inp.path, ctx, t=num(ctx.length), **_wav_options(inp.info))
+    loop, wav = inp.loop, _wav_options(None)  # loops.py writes WAV files
+    unit = file_input(loop.unit, ctx, stream_loop=-1, t=num(ctx.length + 1.0), **wav)
     if loop.intro_frames:
-        intro = file_input(loop.source, ctx).filter("atrim", end_sample=loop.intro_frames)
+        intro = file_input(loop.source, ctx, **wav).filter("atrim", end_sample=loop.intro_frames)
         unit = ffmpeg.filter([intro, unit], "concat", n=2, v=0, a=1)
     return unit.filter("asetpts", "N/SR/TB").filter("atrim", end_sample=round(ctx.length * ctx.sample_rate))
 
@@ -131,17 +187,18 @@ def isochronic(layer: IsochronicLayer, ctx: SourceContext) -> Stream:
     """The tone under a raised-cosine pulse envelope evaluated at exact times, so the pulse rate
     is exact (a period is not rounded to whole samples)."""
     two_pi = 2.0 * math.pi
-    expr = (
-        f"{num(TONE_AMPLITUDE)}*sin({num(two_pi * layer.tone_hz)}*t)"
-        f"*(0.5-0.5*cos({num(two_pi * layer.rate_hz)}*t))"
-    )
-    return lavfi(
-        f"aevalsrc=exprs='{expr}':sample_rate={ctx.sample_rate}:duration={num(ctx.length)}", ctx.index
-    )
+
+    def exprs(t: str) -> list[str]:
+        return [
+            f"{num(TONE_AMPLITUDE)}*sin({num(two_pi * layer.tone_hz)}*{t})"
+            f"*(0.5-0.5*cos({num(two_pi * layer.rate_hz)}*{t}))"
+        ]
+
+    return eval_source(exprs, layer.tone_hz + layer.rate_hz, ctx)
 
 
-def ramp_phase_expr(layer: BinauralLayer) -> str:
-    """ffmpeg expression (of ``t``, seconds) for the right channel's phase in radians:
+def ramp_phase_expr(layer: BinauralLayer, t: str = "t") -> str:
+    """ffmpeg expression (of the time text ``t``, seconds) for the right channel's phase in radians:
     2*pi*(carrier*t + integral of the piecewise-linear beat), so the frequency ramps without phase
     jumps. Constants are folded per segment (fewer nodes for ffmpeg's per-sample evaluator)."""
     two_pi, fc = 2.0 * math.pi, layer.carrier_hz
@@ -149,7 +206,7 @@ def ramp_phase_expr(layer: BinauralLayer) -> str:
 
     def segment(t_a: float, cycles_a: float, beat: float, k: float) -> str:
         """Phase from ``t_a`` where the beat phase is ``cycles_a`` and the beat starts at ``beat``."""
-        u = "t" if t_a == 0 else f"(t-{num(t_a)})"
+        u = t if t_a == 0 else f"({t}-{num(t_a)})"
         const = two_pi * (fc * t_a + cycles_a)
         out = f"{num(const)}+" if const else ""
         out += f"{num(two_pi * (fc + beat))}*{u}"
@@ -168,20 +225,20 @@ def ramp_phase_expr(layer: BinauralLayer) -> str:
         cycles += a.beat_hz * span + k * span * span
     expr = segment(pts[-1].t_s, cycles, pts[-1].beat_hz, 0.0)
     for end_t, piece in reversed(pieces):
-        expr = f"if(lt(t,{num(end_t)}),{piece},{expr})"
+        expr = f"if(lt({t},{num(end_t)}),{piece},{expr})"
     return expr
 
 
 def binaural(layer: BinauralLayer, ctx: SourceContext) -> Stream:
-    left = sine(layer.carrier_hz, ctx)
     if layer.schedule is None:
-        right = sine(layer.carrier_hz + float(layer.beat_hz or 0.0), ctx)
-    else:
-        expr = f"{num(TONE_AMPLITUDE)}*sin({ramp_phase_expr(layer)})"
-        right = lavfi(
-            f"aevalsrc=exprs='{expr}':sample_rate={ctx.sample_rate}:duration={num(ctx.length)}", ctx.index
-        )
-    return stereo(left, right)
+        left = sine(layer.carrier_hz, ctx)
+        return stereo(left, sine(layer.carrier_hz + float(layer.beat_hz or 0.0), ctx))
+    amp, carrier = num(TONE_AMPLITUDE), num(2.0 * math.pi * layer.carrier_hz)
+
+    def exprs(t: str) -> list[str]:  # both ears from one source: resampled alike, in phase
+        return [f"{amp}*sin({carrier}*{t})", f"{amp}*sin({ramp_phase_expr(layer, t)})"]
+
+    return eval_source(exprs, layer.carrier_hz + max(p.beat_hz for p in layer.schedule), ctx)
 
 
 def noise(layer: NoiseLayer, ctx: SourceContext) -> Stream:
@@ -265,9 +322,15 @@ def noise_channel(color: str, seed: int, ctx: SourceContext) -> Stream:
     """One channel of noise: white (uniform) noise, filtered to its colour; or velvet impulses."""
     sr, dur = ctx.sample_rate, num(ctx.length)
     if color == "velvet":
-        return lavfi(f"aevalsrc=exprs='{velvet_expr(seed, sr)}':sample_rate={sr}:duration={dur}", ctx.index)
+        return lavfi(
+            f"aevalsrc=exprs='{velvet_expr(seed, sr)}':sample_rate={sr}:duration={dur}:nb_samples={FRAME_SAMPLES}",
+            ctx.index,
+        )
     white_amp = NOISE_RMS["white"] * math.sqrt(3.0)  # a uniform distribution's RMS is amplitude/sqrt(3)
-    desc = f"anoisesrc=color=white:sample_rate={sr}:duration={dur}:amplitude={num(white_amp)}:seed={seed}"
+    desc = (
+        f"anoisesrc=color=white:sample_rate={sr}:duration={dur}:amplitude={num(white_amp)}:seed={seed}"
+        f":nb_samples={FRAME_SAMPLES}"
+    )
     if color != "white":
         sections, gain = colour_filter(color, sr)
         for (b0, b1, b2), (_, a1, a2) in sections:
