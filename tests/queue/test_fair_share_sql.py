@@ -112,6 +112,63 @@ def test_user_load_shows_the_busiest_users(conn):
     assert rows[0][0] == HEAVY
 
 
+# One group waiting: the claim skips the walk over groups (migration queue_fast_paths) -----------
+
+
+def claim_ids(conn, n):
+    return [r[0] for r in conn.execute("select id from audio_queue.get_next_pending_job('w', %s, 60)", (n,))]
+
+
+def test_one_users_backlog_is_claimed_in_priority_then_run_at_order(conn):
+    add_jobs(conn, HEAVY, 6, age_s=60)
+    add_jobs(conn, HEAVY, 2, priority=5)  # newer, but higher priority
+    order = [
+        r[0]
+        for r in conn.execute("select id from audio_queue.jobs order by priority desc, run_at, id").fetchall()
+    ]
+    # Each call takes the next jobs of that order (a call returns its rows in no particular order).
+    batches = [set(claim_ids(conn, n)) for n in (1, 3, 1, 10)]
+    assert batches == [set(order[:1]), set(order[1:4]), set(order[4:5]), set(order[5:])]
+
+
+def test_jobs_without_a_user_are_claimed_in_order_and_scheduled_ones_wait(conn):
+    add_jobs(conn, None, 4, age_s=10)
+    conn.execute(
+        "insert into audio_queue.jobs (payload, user_id, run_at) values ('{}', %s, now() + interval '1 hour')",
+        (uuid.uuid4(),),
+    )
+    order = [
+        r[0]
+        for r in conn.execute(
+            "select id from audio_queue.jobs where user_id is null order by run_at, id"
+        ).fetchall()
+    ]
+    assert [set(claim_ids(conn, 2)), set(claim_ids(conn, 5))] == [set(order[:2]), set(order[2:])]
+    assert claim_ids(conn, 5) == []  # the other user's job is not due yet
+
+
+def test_a_second_user_is_served_in_turn_whichever_side_of_the_first_its_id_sorts(conn):
+    """The check for other waiting groups looks at user ids above and below the first due job's."""
+    a, b, c = (uuid.UUID(f"{x * 8}-0000-0000-0000-000000000001") for x in "abc")
+    for heavy, light in [(b, a), (b, c), (b, None), (None, c)]:
+        conn.execute("truncate audio_queue.jobs cascade")
+        add_jobs(conn, heavy, 10, age_s=3600)
+        assert [u for u, _ in claim(conn, 2)] == [heavy, heavy]  # one group: the plain order
+        add_jobs(conn, light)
+        # The heavy group already runs two: the light user's job goes first.
+        assert [u for u, _ in claim(conn, 1)] == [light], (heavy, light)
+        assert [u for u, _ in claim(conn, 2)] == [heavy, heavy]
+
+
+def test_priority_wins_when_another_users_job_waits_at_a_lower_priority(conn):
+    other = uuid.UUID("00000000-0000-0000-0000-000000000001")  # sorts before HEAVY
+    add_jobs(conn, HEAVY, 3, priority=10)
+    add_jobs(conn, other, 3, priority=0, age_s=3600)
+    assert [(u, p) for u, p in claim(conn, 1)] == [(HEAVY, 10)]
+    assert [(u, p) for u, p in claim(conn, 2)] == [(HEAVY, 10)] * 2
+    assert [(u, p) for u, p in claim(conn, 5)] == [(other, 0)] * 3
+
+
 # Provider slots ------------------------------------------------------------------------------
 
 
