@@ -4,7 +4,9 @@ pink noise) rendered by ``worker.render.render``.
 Prints the realtime factor, the peak memory of the whole process tree (Python + ffmpeg), the
 peak RSS of the Python process itself, and the ratio of our render time to one hand-written ffmpeg
 command that writes the same master + preview with the gain we measured (the floor: it cannot
-know that gain without measuring, so it is a true lower bound).
+know that gain without measuring, so it is a true lower bound). The floor makes its sound the way
+the engine does (its pink noise filters, the binaural ramp evaluated at a tenth of the rate and
+resampled, 4096-sample frames), so the ratio measures the engine's passes, meters and limiters.
 
     uv run python bench/render.py                 # 10-minute track, with the floor
     uv run python bench/render.py --memory 5 60   # Python/tree peak memory of 5- and 60-minute renders
@@ -169,14 +171,20 @@ def floor_command(
         pieces.append(
             (
                 t1,
-                f"{tau * (fc * t0 + cycles):.12f}+{tau * (fc + b0):.12f}*(t-{t0})+{tau * k:.12f}*(t-{t0})*(t-{t0})",
+                f"{tau * (fc * t0 + cycles):.12f}+{tau * (fc + b0):.12f}*(T-{t0})+{tau * k:.12f}*(T-{t0})*(T-{t0})",
             )
         )
         cycles += b0 * (t1 - t0) + k * (t1 - t0) ** 2
     t_end, b_end = pts[-1]
-    expr = f"{tau * (fc * t_end + cycles):.12f}+{tau * (fc + b_end):.12f}*(t-{t_end})"
+    expr = f"{tau * (fc * t_end + cycles):.12f}+{tau * (fc + b_end):.12f}*(T-{t_end})"
     for end, piece in reversed(pieces):
-        expr = f"if(lt(t,{end}),{piece},{expr})"
+        expr = f"if(lt(T,{end}),{piece},{expr})"
+    # both ears evaluated at a tenth of the rate from 64 samples before the start, resampled and
+    # trimmed, 4096-sample frames, 64 KiB wav packets: what the engine does (sources.py)
+    low, pad, frame = sr // 10, 64, 4096
+    t_low = f"st(0,(n-{pad})/{low})"
+    ears = f"{t_low};0.125*sin({tau * fc:.12f}*ld(0))|{t_low};0.125*sin({expr.replace('T', 'ld(0)')})"
+    binaural = f"aevalsrc=exprs='{ears}':sample_rate={low}:duration={(n // 10 + 2 * pad + 1) / low:.12f}:nb_samples={frame // 10}"
     from worker.render.sources import colour_filter
 
     attack, release = (1, 10) if speech_anchor else (5, 50)  # what the engine's plan uses
@@ -193,10 +201,10 @@ def floor_command(
         f"[0:a]{fmt},adelay=delays={5 * sr}S:all=1,asplit=2[sp][sc];"
         f"[1:a]{fmt},afade=t=in:st=0:d=3,volume={10 ** (-10 / 20)},apad[mu];[sc]apad[sca];"
         f"[mu][sca]sidechaincompress=threshold={10 ** (-35 / 20)}:ratio=8:attack=20:release=400:detection=rms[duck];"
-        f"[2:a][3:a]amerge=inputs=2,{fmt},volume={10 ** (-14 / 20)}[bin];"
-        f"[4:a]{fmt},volume={10 ** (-22 / 20)}[sol];"
-        f"[5:a][6:a]amerge=inputs=2,{fmt},volume={10 ** (-20 / 20)}[noi];"
-        f"[7:a][sp][duck][bin][sol][noi]amix=inputs=6:duration=first:normalize=0:dropout_transition=0,"
+        f"[2:a]aresample={sr},atrim=start_sample={pad * 10}:end_sample={pad * 10 + n},asetpts=N,{fmt},volume={10 ** (-14 / 20)}[bin];"
+        f"[3:a]{fmt},volume={10 ** (-22 / 20)}[sol];"
+        f"[4:a][5:a]amerge=inputs=2,{fmt},volume={10 ** (-20 / 20)}[noi];"
+        f"[6:a][sp][duck][bin][sol][noi]amix=inputs=6:duration=first:normalize=0:dropout_transition=0,"
         f"atrim=end_sample={n},afade=t=in:st=0:d=5,afade=t=out:st={seconds - 10}:d=10,"
         f"volume={10 ** (gain_db / 20)}:precision=double{lim},asplit=2[m][p]"
     )
@@ -206,14 +214,13 @@ def floor_command(
 
     return [
         "ffmpeg", "-nostdin", "-v", "error", "-y",
-        "-t", str(seconds), "-i", str(inputs["layers[0]"]),
-        "-stream_loop", "-1", "-t", str(seconds), "-i", str(inputs["layers[1]"]),
-        *lavfi(f"sine=frequency=200:sample_rate={sr}:duration={seconds}"),
-        *lavfi(f"aevalsrc=exprs='0.125*sin({expr})':sample_rate={sr}:duration={seconds}"),
-        *lavfi(f"sine=frequency=528:sample_rate={sr}:duration={seconds}"),
-        *lavfi(f"anoisesrc=color=white:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1008{pink}"),
-        *lavfi(f"anoisesrc=color=white:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1009{pink}"),
-        *lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={seconds + 0.1}"),
+        "-max_size", "65536", "-t", str(seconds), "-i", str(inputs["layers[0]"]),
+        "-max_size", "65536", "-stream_loop", "-1", "-t", str(seconds), "-i", str(inputs["layers[1]"]),
+        *lavfi(binaural),
+        *lavfi(f"sine=frequency=528:sample_rate={sr}:duration={seconds}:samples_per_frame={frame}"),
+        *lavfi(f"anoisesrc=color=white:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1008:nb_samples={frame}{pink}"),
+        *lavfi(f"anoisesrc=color=white:sample_rate={sr}:duration={seconds}:amplitude=0.1:seed=1009:nb_samples={frame}{pink}"),
+        *lavfi(f"anullsrc=channel_layout=stereo:sample_rate={sr}:duration={seconds + 0.1}:nb_samples={frame}"),
         "-filter_complex", graph,
         "-map", "[m]", "-ar", str(sr), "-ac", "2", "-acodec", "pcm_s24le", "-f", "wav", str(out / "floor.wav"),
         "-map", "[p]", "-ar", str(sr), "-ac", "2", "-acodec", "libmp3lame", "-b:a", "192k", str(out / "floor.mp3"),
