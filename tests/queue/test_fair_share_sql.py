@@ -169,6 +169,16 @@ def test_priority_wins_when_another_users_job_waits_at_a_lower_priority(conn):
     assert [(u, p) for u, p in claim(conn, 5)] == [(other, 0)] * 3
 
 
+def test_with_many_users_waiting_each_gets_one_turn_before_anyone_a_second(conn):
+    users = [uuid.UUID(int=i + 1) for i in range(60)]
+    for k, u in enumerate(users):
+        add_jobs(conn, u, 3, age_s=60 - k)  # the first users' jobs are the oldest
+    first = [u for u, _ in claim(conn, 40)]
+    assert sorted(first) == users[:40]  # one each, the oldest turns first
+    second = [u for u, _ in claim(conn, 40)]
+    assert sorted(second) == users[:20] + users[40:]  # the rest, then the oldest second turns
+
+
 # Provider slots ------------------------------------------------------------------------------
 
 
