@@ -69,3 +69,44 @@ def test_cli_writes_the_deliverables_with_a_cover_from_a_file(
     doc = json.loads(capsys.readouterr().out)
     assert doc["full"] == str(out / "full.mp3") and doc["peaks"] == str(out / "peaks.json")
     assert json.loads((out / "peaks.json").read_text())["length"] == 20
+
+
+def test_a_render_killed_with_sigkill_leaves_files_the_next_render_removes(tmp_path: Path) -> None:
+    """`python -m worker render` keeps its scratch files in the worker's locked scheme: SIGKILL
+    cannot clean up, so the next render on the machine removes what the dead one left."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    scratch = tmp_path / "scratch"
+    env = {**os.environ, "RENDER_TMP_DIR": str(scratch)}
+    long = write(tmp_path, {"spec_version": 1, "duration_s": 1800, "layers": [
+        {"type": "speech", "text": "Breathe in."}, {"type": "noise", "color": "pink"}]})  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "render", str(long), "--out", str(tmp_path / "a"), "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(scratch.glob("audio-worker-*/render-cli-*/*")):
+            assert time.monotonic() < deadline, "the render never wrote a file"
+            assert proc.poll() is None, "the render ended before it was killed"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    subprocess.run(["pkill", "-KILL", "-f", str(tmp_path / "a")], check=False)  # its ffmpeg, if any
+    left = list(scratch.glob("audio-worker-*/render-cli-*"))
+    assert left, "SIGKILL left nothing: the test proves nothing"
+
+    short = write(
+        tmp_path, {"spec_version": 1, "duration_s": 1, "layers": [{"type": "noise", "color": "pink"}]}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "render", str(short), "--out", str(tmp_path / "b"), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not any(p.exists() for p in left)
+    assert list(scratch.glob("audio-worker-*/render-cli-*")) == []  # the second one cleaned up after itself

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from worker.errors import JobError, PayloadError
+from worker.job import workdir
 from worker.queue.payload import decode_payload
 from worker.render.deliverables import Deliverables, make_deliverables
 from worker.render.engine import RenderResult, render
@@ -137,7 +138,10 @@ def main(argv: list[str]) -> int:
         if unknown:
             print(f"error: --input for no speech/music layer: {', '.join(sorted(unknown))}", file=sys.stderr)
             return 2
-        work = Path(tempfile.mkdtemp(prefix="render-cli-"))
+        # The worker's scratch scheme (worker.job.workdir): a render killed with SIGKILL leaves its
+        # files in a locked directory that the next render or worker on this machine removes.
+        workdir.clean_dead(settings.tmp_dir)
+        work = Path(tempfile.mkdtemp(prefix="render-cli-", dir=workdir.process_dir(settings.tmp_dir)))
         try:
             result, extra = asyncio.run(_run(spec, given, work, args.out, settings, _Bar(not args.quiet)))
         finally:
