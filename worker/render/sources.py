@@ -176,7 +176,11 @@ def music(layer: MusicLayer, ctx: SourceContext) -> Stream:
     if loop.intro_frames:
         intro = file_input(loop.source, ctx, **wav).filter("atrim", end_sample=loop.intro_frames)
         unit = ffmpeg.filter([intro, unit], "concat", n=2, v=0, a=1)
-    return unit.filter("asetpts", "N/SR/TB").filter("atrim", end_sample=round(ctx.length * ctx.sample_rate))
+    # Timestamps by sample count, in integers: N/SR/TB evaluated in floating point truncates some
+    # frames' timestamps a sample early (N/44100/(1/44100) < N for 13% of N), and afade places its
+    # fades by timestamp: a fade moved by a sample on those frames.
+    exact = unit.filter("asettb", "1/sr").filter("asetpts", "N")
+    return exact.filter("atrim", end_sample=round(ctx.length * ctx.sample_rate))
 
 
 def solfeggio(layer: SolfeggioLayer, ctx: SourceContext) -> Stream:
