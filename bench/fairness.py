@@ -152,6 +152,14 @@ def main() -> None:
                 f"{args.heavy} jobs of one user, then {args.light} users with one job; "
                 f"{args.workers} workers x {args.slots} slots; provider limit {args.max_concurrent} at once"
             )
+            # Every slot runs the backlog when the light jobs arrive, and the slots free one by one
+            # over a job's duration: the n-th light job cannot start before about n / slots jobs'
+            # durations, whatever the claim order.
+            nth = max(int(args.light * 0.95), 1)
+            print(
+                f"  floor for the light users' p95 (job {nth} of {args.light} on "
+                f"{args.workers * args.slots} busy slots): {nth / (args.workers * args.slots):.1f} jobs' duration"
+            )
             for fair in (True, False):
                 fake.peak_in_flight, fake.excess = 0, []
                 waits, mean = run(url, fake, args, fair)
