@@ -4,6 +4,7 @@ leaves nothing in storage, even the upload that was still in flight when it was 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import all_keys, job_temp_dirs
+from worker.errors import PermanentError
 from worker.job import pipeline
 from worker.providers import ProviderSettings
 from worker.queue.db.queue import Job
@@ -80,5 +82,42 @@ def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path,
 
     ctx = asyncio.run(scenario())
     assert ctx.stage == "upload" and ctx.discards
+    assert all_keys(s3) == []
+    assert job_temp_dirs(tmp_path / "render-tmp") == []
+
+
+@pytest.mark.timeout(60)
+def test_master_upload_failing_while_the_preview_uploads_leaves_nothing(s3, tmp_path: Path, monkeypatch):
+    # The files go up side by side: the master's failure must not hand the job to its discard
+    # while the preview is still being written, or the preview would land after the deletion.
+    storage = Storage(s3.settings())
+    cfg = pipeline.PipelineConfig(
+        render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
+        providers=ProviderSettings(provider_cache_dir=tmp_path / "cache"),
+        storage=storage,
+    )
+    monkeypatch.setattr(pipeline, "_config", cfg)
+    real_upload = storage.upload_file
+
+    def failing_master(path: Path, **kw):
+        if path.suffix == ".mp3":
+            sent = tmp_path / "on-the-wire.mp3"  # the body is on its way: the job's temp dir may go
+            shutil.copyfile(path, sent)
+            time.sleep(1.0)  # still in flight when the master has failed
+            return real_upload(sent, **kw)
+        raise PermanentError("storage refused the master")
+
+    monkeypatch.setattr(storage, "upload_file", failing_master)
+
+    async def scenario() -> JobContext:
+        ctx = JobContext(worker_id="test")
+        with pytest.raises(PermanentError, match="refused the master"):
+            await pipeline.render_job(make_job(TONES), ctx)
+        for cleanup in ctx.discards:  # what the claim loop does with a failed attempt
+            await cleanup()
+        return ctx
+
+    ctx = asyncio.run(scenario())
+    assert ctx.discards
     assert all_keys(s3) == []
     assert job_temp_dirs(tmp_path / "render-tmp") == []

@@ -219,8 +219,8 @@ async def _upload(
     work: Path,
     in_flight: list[asyncio.Future[Any]],
 ) -> dict[str, StoredObject]:
-    """Upload master, preview, then the extras (full-length MP3 beside the master, peaks beside
-    the preview), by name. Every key is registered for deletion on discard before the first byte
+    """Upload master, preview and the extras (full-length MP3 beside the master, peaks beside
+    the preview) side by side; returned by name. Every key is registered for deletion on discard before the first byte
     is sent, so a failure or cancel between the uploads leaves nothing behind."""
     s = storage.settings
     stamp = time.time_ns() // 1_000_000
@@ -253,12 +253,25 @@ async def _upload(
     if not await ctx.record_objects(objects):
         raise RetryableError("the job is no longer this worker's (lease lost or job ended): nothing uploaded")
     ctx.on_discard(discard)
+    # All at once: each upload mostly waits on storage (a round trip, the server taking the body),
+    # so the preview and the extras travel while the master does. One future for the lot, done
+    # when every thread is: a failure is raised (the first in plan order) only once nothing is
+    # still writing, so the discard that follows deletes everything.
+    uploads = [
+        asyncio.ensure_future(asyncio.to_thread(storage.upload_file, path, bucket=bucket, key=k))
+        for _, path, bucket, k in plan
+    ]
+    uploads[0].add_done_callback(
+        lambda f: None if f.cancelled() or f.exception() else ctx.report(PREVIEW_MARK)
+    )
+    everything = asyncio.gather(*uploads, return_exceptions=True)
+    in_flight.append(everything)
+    results = await _uninterruptible(everything, handles, storage, work)
     stored: dict[str, StoredObject] = {}
-    for n, (name, path, bucket, k) in enumerate(plan):
-        fut = asyncio.ensure_future(asyncio.to_thread(storage.upload_file, path, bucket=bucket, key=k))
-        in_flight.append(fut)
-        stored[name] = await _uninterruptible(fut, handles, storage, work)
-        ctx.report(PREVIEW_MARK if n == 0 else None)
+    for (name, *_), r in zip(plan, results, strict=True):
+        if isinstance(r, BaseException):
+            raise r
+        stored[name] = r
     return stored
 
 
