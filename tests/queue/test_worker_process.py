@@ -255,3 +255,29 @@ def test_sigterm_during_start_up_exits_0_without_claiming(conn, fleet):
         assert w.wait(timeout=20) == 0, w.log[-1000:]
     assert job(conn, jid)["status"] in ("pending", "completed")
     assert job(conn, jid)["attempts"] <= 1
+
+
+def test_a_slow_completion_write_does_not_hold_the_slot(conn, fleet):
+    """A job's slot runs the next job as soon as its work is over, while its completion commits:
+    one slot, the first job's completion held 2 s in the database, the second starts at once."""
+    conn.execute(
+        """
+        create function audio_queue.test_slow_completion() returns trigger language plpgsql as $$
+        begin perform pg_sleep(2); return new; end $$;
+        create trigger test_slow_completion before update on audio_queue.jobs for each row
+            when (new.status = 'completed' and old.status = 'processing' and new.payload ? 'slow_completion')
+            execute function audio_queue.test_slow_completion();
+        """
+    )
+    try:
+        (first,) = enqueue(conn, {"sleep_ms": 100, "slow_completion": True}, priority=1)
+        (second,) = enqueue(conn, {"sleep_ms": 100})
+        fleet.start(MAX_CONCURRENT_JOBS=1)
+        wait_until(lambda: all_finished(conn), timeout=30, what="both jobs to finish")
+        a, b = job(conn, first), job(conn, second)
+        assert a["status"] == b["status"] == "completed"
+        # completed_at is the completion's transaction start: the commit came 2 s later.
+        assert (b["started_at"] - a["completed_at"]).total_seconds() < 1.0
+    finally:
+        conn.execute("drop trigger test_slow_completion on audio_queue.jobs")
+        conn.execute("drop function audio_queue.test_slow_completion()")

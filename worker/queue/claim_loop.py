@@ -86,7 +86,11 @@ class ClaimLoop:
         self.stopping = asyncio.Event()
         outcomes = OutcomeRecorder(self.db, settings, self.observer, self.stopping)
         self.runner = JobRunner(self.db, settings, handler, self.sweeper, outcomes, self.worker_id)
+        # Jobs holding a slot: claimed, their work not yet over.
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Every job task until its outcome is recorded: a finished job's completion may still be
+        # on its way to the database (batched) while its slot already runs the next job.
+        self.tasks: set[asyncio.Task[None]] = set()
         self.last_loop = time.monotonic()  # the claim loop's last iteration, for /healthz
 
     async def run(self) -> int:
@@ -189,9 +193,18 @@ class ClaimLoop:
                 pass
 
     def _start_job(self, job: queue.Job) -> None:
-        task = asyncio.create_task(self.runner.run(job), name=f"job-{job.id}")
+        # The slot frees when the work is over, not when its outcome is written: the next claim
+        # goes out while the completion batch commits, instead of after it.
+        task = asyncio.create_task(
+            self.runner.run(job, on_work_over=lambda: self._slot_freed(job.id)), name=f"job-{job.id}"
+        )
         self.running[job.id] = task
-        task.add_done_callback(lambda _t: self._slot_freed(job.id))
+        self.tasks.add(task)
+        task.add_done_callback(lambda t: self._job_ended(t, job.id))
+
+    def _job_ended(self, task: asyncio.Task[None], job_id: uuid.UUID) -> None:
+        self.tasks.discard(task)
+        self._slot_freed(job_id)  # already freed when the work ended, unless run() failed early
 
     def _slot_freed(self, job_id: uuid.UUID) -> None:
         self.running.pop(job_id, None)
@@ -202,8 +215,8 @@ class ClaimLoop:
         self.db.give_up_at = time.monotonic() + grace + ABANDON_WAIT_S + 2
         for t in helpers:
             t.cancel()
-        if self.running:
-            _, pending = await asyncio.wait(list(self.running.values()), timeout=grace)
+        if self.tasks:
+            _, pending = await asyncio.wait(list(self.tasks), timeout=grace)
             if pending:
                 logger.warning("grace of {}s over: releasing {} unfinished job(s)", grace, len(pending))
                 self.runner.abandon_all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -40,8 +41,9 @@ class JobRunner:
         self.abandoning = asyncio.Event()  # shutdown's grace is over: work is cancelled, jobs released
         self.works: dict[uuid.UUID, asyncio.Task[Any]] = {}
 
-    async def run(self, job: queue.Job) -> None:
-        """Process ``job``; never raises (a database that stayed away is logged: the lease expires)."""
+    async def run(self, job: queue.Job, on_work_over: Callable[[], None] | None = None) -> None:
+        """Process ``job``; never raises (a database that stayed away is logged: the lease expires).
+        ``on_work_over`` is called once the work has ended, before its outcome is recorded."""
         with logger.contextualize(job_id=str(job.id)):
             ctx = JobContext(
                 worker_id=self.worker_id,
@@ -54,6 +56,8 @@ class JobRunner:
             self.works[job.id] = work
             try:
                 outcome = await supervise(self.db, self.settings, job, ctx, work, started, self.abandoning)
+                if on_work_over is not None:
+                    on_work_over()
                 await self.outcomes.record(job, ctx, work, outcome, time.monotonic() - started)
             except Exception as exc:  # the database stayed away past every deadline
                 logger.error(
