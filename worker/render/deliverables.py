@@ -19,6 +19,7 @@ from mutagen import MutagenError
 from worker.errors import PermanentError
 from worker.render.engine import RenderResult
 from worker.render.ffmpeg_process import run_ffmpeg
+from worker.render.graph import true_peak_command
 from worker.render.loudness import PREVIEW_HEADROOM_DB, TP_RETRY_MARGIN_DB, parse_ebur128
 from worker.render.peaks import write_peaks
 from worker.render.settings import RenderSettings
@@ -56,12 +57,6 @@ def full_command(
             "-c:a", "libmp3lame", *quality, "-write_xing", "1", str(dest)]  # fmt: skip
 
 
-def true_peak_command(path: Path, ffmpeg: str = "ffmpeg") -> list[str]:
-    """Meter a file as a listener decodes it (true peak, 4x oversampled)."""
-    return [ffmpeg, "-nostdin", "-loglevel", "info", "-i", str(path), "-map", "0:a",
-            "-af", "ebur128=peak=true", "-f", "null", "-"]  # fmt: skip
-
-
 async def _encode_full(spec: RenderSpec, result: RenderResult, dest: Path, settings: RenderSettings) -> None:
     """The full-length MP3 under the same true-peak ceiling as the master and the preview: limited
     ``PREVIEW_HEADROOM_DB`` under it when the master's peaks come that near, measured after
@@ -78,7 +73,7 @@ async def _encode_full(spec: RenderSpec, result: RenderResult, dest: Path, setti
         if limit is None:
             return  # the master's peaks stay more than the headroom under the ceiling
         run = await run_ffmpeg(
-            true_peak_command(dest, settings.ffmpeg_path), duration_s=result.duration_s,
+            true_peak_command(settings.ffmpeg_path, dest), duration_s=result.duration_s,
             stall_timeout_s=settings.stall_timeout_s, label="full mp3 peak", redact=[str(dest.parent)],
         )  # fmt: skip
         tp = parse_ebur128(run.stderr_tail).true_peak_dbtp

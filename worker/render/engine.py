@@ -25,7 +25,7 @@ from worker.render.graph import (
     measure_command,
     mix_command,
     preview_command,
-    preview_peak_command,
+    true_peak_command,
 )
 from worker.render.loops import prepare_loop
 from worker.render.loudness import (
@@ -277,14 +277,14 @@ async def _check_preview(
     if plan.preview_limit_dbtp is not None and _high_rate(spec):
         return None  # limited 1.5 dB under the ceiling: more than MP3 overshoots at these rates
     ffmpeg_path = passes.settings.ffmpeg_path
-    tp = (await passes.run(preview_peak_command(ffmpeg_path), "preview peak", 99.0, 99.5)).true_peak_dbtp
+    tp = (await passes.run(true_peak_command(ffmpeg_path), "preview peak", 99.0, 99.5)).true_peak_dbtp
     for _ in range(MAX_PREVIEW_RETRIES):
         if tp <= ceiling:
             break
         plan = preview_retry(plan, tp, ceiling)
         logger.info("preview true peak {} dBTP over the ceiling; encoding it again", tp)
         await passes.run_raw(preview_command(spec, passes.duration, plan, ffmpeg_path), "preview", 99.5, 99.8)
-        tp = (await passes.run(preview_peak_command(ffmpeg_path), "preview peak", 99.8, 99.9)).true_peak_dbtp
+        tp = (await passes.run(true_peak_command(ffmpeg_path), "preview peak", 99.8, 99.9)).true_peak_dbtp
     return tp
 
 

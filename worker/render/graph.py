@@ -13,6 +13,7 @@ Only numbers formatted here reach the filtergraph; no spec string ever does.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ffmpeg
@@ -229,7 +230,8 @@ def preview_command(spec: RenderSpec, duration_s: float, plan: GainPlan, ffmpeg_
     return list(out.global_args("-loglevel", "info").overwrite_output().compile(cmd=ffmpeg_path))
 
 
-def preview_peak_command(ffmpeg_path: str) -> list[str]:
-    """Meter the encoded preview as a listener decodes it (true peak, 4x oversampled)."""
-    s = ffmpeg.input(PREVIEW_FILE)["a:0"].filter("ebur128", peak="true", framelog="verbose")
+def true_peak_command(ffmpeg_path: str, path: str | Path = PREVIEW_FILE) -> list[str]:
+    """Meter an encoded file (the preview, by default) as a listener decodes it (true peak, 4x
+    oversampled)."""
+    s = ffmpeg.input(str(path))["a:0"].filter("ebur128", peak="true", framelog="verbose")
     return list(ffmpeg.output(s, "-", f="null").global_args("-loglevel", "info").compile(cmd=ffmpeg_path))
