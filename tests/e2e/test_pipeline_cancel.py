@@ -41,8 +41,8 @@ def make_job(payload: dict) -> Job:
     )
 
 
-@pytest.mark.timeout(60)
-def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path, monkeypatch):
+def pipeline_on(s3, tmp_path: Path, monkeypatch) -> Storage:
+    """The pipeline configured for ``s3``, with its temp and cache dirs under ``tmp_path``."""
     storage = Storage(s3.settings())
     cfg = pipeline.PipelineConfig(
         render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
@@ -50,6 +50,12 @@ def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path,
         storage=storage,
     )
     monkeypatch.setattr(pipeline, "_config", cfg)
+    return storage
+
+
+@pytest.mark.timeout(60)
+def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path, monkeypatch):
+    storage = pipeline_on(s3, tmp_path, monkeypatch)
     real_upload = storage.upload_file
     preview_started, preview_landed = threading.Event(), threading.Event()
 
@@ -90,13 +96,7 @@ def test_cancel_during_the_preview_upload_deletes_both_files(s3, tmp_path: Path,
 def test_master_upload_failing_while_the_preview_uploads_leaves_nothing(s3, tmp_path: Path, monkeypatch):
     # The files go up side by side: the master's failure must not hand the job to its discard
     # while the preview is still being written, or the preview would land after the deletion.
-    storage = Storage(s3.settings())
-    cfg = pipeline.PipelineConfig(
-        render=RenderSettings(tmp_dir=tmp_path / "render-tmp"),
-        providers=ProviderSettings(provider_cache_dir=tmp_path / "cache"),
-        storage=storage,
-    )
-    monkeypatch.setattr(pipeline, "_config", cfg)
+    storage = pipeline_on(s3, tmp_path, monkeypatch)
     real_upload = storage.upload_file
 
     def failing_master(path: Path, **kw):
