@@ -96,6 +96,27 @@ def test_the_cap_holds_under_concurrent_claims(db_url, conn):
     assert scalar(conn, "select count(*) from audio_queue.jobs where status = 'processing'") == 3
 
 
+def test_a_capped_users_job_never_starts_before_the_job_whose_place_it_took_ended(db_url, conn):
+    """started_at is when the cap let the job in. A claim whose statement began before the user's
+    running job ended (it waited on the cap's lock behind another worker's claim, or runs in an
+    older transaction) must not date its job earlier than that end: read from started_at and
+    completed_at, the user's running jobs would overlap beyond the cap."""
+    conn.execute("update audio_queue.settings set max_running_per_user = 1")
+    add_jobs(conn, HEAVY, 2)
+    first = conn.execute("select id, lease_id from audio_queue.get_next_pending_job('a', 1, 60)").fetchone()
+    with psycopg.connect(db_url) as late:
+        late.execute("select 1")  # its transaction (and now()) begins before the first job ends
+        time.sleep(0.05)
+        conn.execute("select audio_queue.complete_job(%s, '{}', null, %s)", first)
+        ended = scalar(conn, "select completed_at from audio_queue.jobs where id = %s", first[0])
+        started = late.execute(
+            "select started_at from audio_queue.get_next_pending_job('b', 1, 60)"
+        ).fetchone()
+        late.commit()
+    assert started is not None, "the slot was free: the second job must be claimed"
+    assert started[0] >= ended
+
+
 def test_old_calls_still_claim(conn):
     """The previous release's workers call the function with no or positional arguments."""
     add_jobs(conn, HEAVY, 2)
