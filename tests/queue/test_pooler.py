@@ -6,6 +6,7 @@ does, not by port 6543."""
 from __future__ import annotations
 
 import signal
+import threading
 
 import psycopg
 import pytest
@@ -56,6 +57,32 @@ def test_a_transaction_pooler_on_any_port_is_recognised_by_behaviour(db_url, pgb
     both = plan_connections(settings(db_url, listen_database_url=SecretStr(through)))
     assert both.mode == "direct" and both.listen_url == db_url
     assert "LISTEN_DATABASE_URL behaves like a transaction pooler" in both.note
+
+
+def test_a_busy_transaction_pooler_is_still_recognised(db_url, pgbouncer):
+    """A dyno restarting while the others keep every server connection of the pool busy: the
+    probe's two clients can be handed the servers in turns that look like one session each. Taken
+    for a direct server, the worker would LISTEN (and prepare statements) through the pooler."""
+    through = pgbouncer.url(db_url)
+    stop = threading.Event()
+
+    def busy() -> None:
+        with psycopg.connect(through, autocommit=True, prepare_threshold=None) as c:
+            while not stop.is_set():
+                c.execute("select pg_sleep(0.0005)")
+
+    others = [threading.Thread(target=busy) for _ in range(2)]  # as many as the pool's servers
+    for t in others:
+        t.start()
+    try:
+        answers = [shares_backends(through) for _ in range(20)]
+    finally:
+        stop.set()
+        for t in others:
+            t.join(10)
+    assert answers.count(True) == len(answers), (
+        f"taken for a direct server {answers.count(False)} times in 20"
+    )
 
 
 def test_migrate_and_check_through_the_transaction_pooler(pg, pgbouncer):
