@@ -16,9 +16,10 @@ FILTERS = (
     "sine", "aevalsrc", "anoisesrc", "anullsrc", "amovie", "amerge", "amix", "asplit", "apad", "aformat",
     "afade", "atrim", "adelay", "volume", "tremolo", "sidechaincompress", "alimiter", "ebur128",
     "acrossfade", "aresample", "concat", "lowpass", "pan", "asetnsamples", "astats", "ametadata", "asetpts",
+    "asettb", "biquad", "anull",
 )  # fmt: skip
 ENCODERS = ("pcm_s16le", "pcm_s24le", "pcm_f32le", "flac", "libmp3lame")
-MUXERS = ("wav", "w64", "flac", "mp3", "null")
+MUXERS = ("wav", "w64", "flac", "mp3", "null", "s16le")
 TIMEOUT_S = 20.0
 
 _NAME = re.compile(r"^\s*\S+\s+([A-Za-z0-9_,]+)\s", re.MULTILINE)
