@@ -3,14 +3,24 @@ a user sees, cancels and pages through only their own jobs, and sees nothing a w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from tests.app.jobs import CLIENT_FIELDS, DELIVERABLES, SECRET, A, B, claim, complete, enqueue, result_for
 from tests.app.supabase import request
+from tests.support.s3 import S3Server
+from worker.job.inputs import fetch_input
+from worker.providers import ProviderSettings, registry
+from worker.queue.outcomes import failure_of
+from worker.render.parse import parse_spec
+from worker.storage import Storage
 
 
 def test_a_user_sees_only_their_own_jobs_and_never_what_the_worker_knows(supa, supa_url):
@@ -117,3 +127,95 @@ def test_a_user_cancels_only_their_own_jobs(supa, supa_url):
     assert states[others] == "pending"
     with pytest.raises(psycopg.errors.InsufficientPrivilege), request(supa_url, "anon") as r:
         r.execute("select * from audio_api.cancel_job(%s)", (others,))
+
+
+def worker_message(work: Coroutine[Any, Any, Any]) -> str:
+    """The error_message the worker's claim loop writes when ``work`` fails on the payload."""
+
+    async def run() -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        await asyncio.wait([task])
+        return task
+
+    failure = failure_of(asyncio.run(run()))
+    assert failure is not None and failure.kind == "payload rejected", failure
+    return failure.message
+
+
+def rejected(call: Any) -> str:
+    """The error_message for a payload refused while the spec is read (synchronously)."""
+
+    async def work() -> None:
+        call()
+
+    return worker_message(work())
+
+
+SPEC = {"spec_version": 1, "duration_s": 10}
+
+
+@pytest.mark.timeout(60)
+def test_invalid_requests_name_field_and_rule_without_worker_internals(supa, supa_url, tmp_path: Path):
+    """Real worker messages for a bad request carry operator hints (setting names, "set X=... to
+    allow", tool hints), storage bucket and key names and the list of providers the worker
+    knows: the operator keeps all of it in error_message, the user gets the field and the rule."""
+    spec = parse_spec(
+        {
+            **SPEC,
+            "layers": [
+                {
+                    "type": "speech",
+                    "text": "Breathe in slowly.",
+                    "provider": "espeak",
+                    "voice": "nosuchvoice",
+                },
+                {"type": "music", "url": "http://127.0.0.1:9/loop.mp3"},
+                {"type": "music", "object": "loops/missing-bed.wav"},
+            ],
+        }
+    )
+    speech, url, obj = spec.layers
+    short = ProviderSettings(speech_max_chars=5)
+    with S3Server() as s3:
+        storage = Storage(s3.settings())
+        bucket = s3.bucket
+        messages = {
+            "layers[0].text: must be at most 5 characters": worker_message(
+                fetch_input(speech, tmp_path, providers=short, storage=None)
+            ),
+            "layers[0].voice: espeak-ng has no voice 'nosuchvoice'": worker_message(
+                fetch_input(speech, tmp_path, providers=ProviderSettings(), storage=None)
+            ),
+            "layers[1].url: refers to a private or local address (127.0.0.1)": worker_message(
+                fetch_input(url, tmp_path, providers=ProviderSettings(), storage=None)
+            ),
+            "layers[2].object: not found in storage": worker_message(
+                fetch_input(obj, tmp_path, providers=ProviderSettings(), storage=storage)
+            ),
+            "layers[0].provider: unknown speech provider": rejected(
+                lambda: parse_spec({**SPEC, "layers": [{"type": "speech", "text": "Hi", "provider": "nope"}]})
+            ),
+            "provider: unknown music provider": rejected(
+                lambda: registry.resolve("music", "nope", ProviderSettings())
+            ),
+        }
+    providers = [", ".join(registry.names(kind)) for kind in ("speech", "music")]
+    internals = ["SPEECH_MAX_CHARS", "INPUT_URL_ALLOW_PRIVATE", "set ", "espeak-ng --voices", bucket,
+                 "missing-bed", *providers]  # fmt: skip
+    # The worker's own words hold every one of these (so the test shows each is taken out).
+    assert all(any(word in m for m in messages.values()) for word in internals), messages
+
+    jobs = {}
+    for expected, message in messages.items():
+        enqueue(supa, A)
+        jobs[complete(supa, error=message)] = (expected, message)
+    with request(supa_url, "authenticated", A) as r:
+        seen = {j["id"]: j["error"] for j in r.execute("select * from audio_api.list_jobs()").fetchall()}
+    operator = dict(supa.execute("select id, error_message from audio_queue.jobs").fetchall())
+
+    assert {seen[job_id]["message"]: operator[job_id] for job_id in jobs} == {
+        f"Invalid request: {expected}": message for expected, message in jobs.values()
+    }  # the user reads field and rule; the operator still reads the whole story
+    assert {seen[job_id]["code"] for job_id in jobs} == {"invalid_request"}
+    shown = json.dumps(list(seen.values()))
+    assert [word for word in internals if word in shown] == []

@@ -1,7 +1,7 @@
 """The example Edge Functions (examples/supabase/functions), run by Deno against the test database:
 the enqueue function takes the user from Supabase Auth (a stand-in answering /auth/v1/user), never
 from the body, and passes the live-job limit on; the Stripe webhook checks real HMAC signatures
-and enqueues once per checkout session.
+and enqueues once per checkout session, only once it is paid.
 
 Deno comes from PATH, or from the npm registry (`npm install deno`, cached under ~/.cache); where
 neither is reachable the test is skipped (the SQL the functions call is tested in
@@ -192,6 +192,7 @@ def test_stripe_webhook_checks_the_signature_and_enqueues_once_per_session(funct
             "object": {
                 "id": "cs_test_1",
                 "client_reference_id": str(USER),
+                "payment_status": "paid",
                 "metadata": {"minutes": "3", "track_id": str(track)},
             }
         },
@@ -220,3 +221,70 @@ def test_stripe_webhook_checks_the_signature_and_enqueues_once_per_session(funct
     other = json.dumps({"id": "evt_2", "type": "invoice.paid", "data": {"object": {}}}).encode()
     ignored = httpx.post(url, content=other, headers={"Stripe-Signature": stripe_signature(other)})
     assert ignored.status_code == 200 and ignored.json()["ignored"] == "invoice.paid"
+
+
+def checkout(
+    event_type: str, session_id: str, payment_status: str, user: str | None = str(USER)
+) -> dict[str, Any]:
+    """A Stripe event about a Checkout Session, as Stripe sends it (the fields the webhook reads)."""
+    session = {"id": session_id, "client_reference_id": user, "payment_status": payment_status}
+    return {
+        "id": f"evt_{uuid.uuid4().hex[:8]}",
+        "type": event_type,
+        "data": {"object": {**session, "metadata": {"minutes": "2"}}},
+    }
+
+
+def deliver(functions: str, event: dict[str, Any]) -> httpx.Response:
+    """Stripe delivering ``event`` to the webhook, signed with the endpoint's secret."""
+    body = json.dumps(event).encode()
+    return httpx.post(
+        f"{functions}/stripe-webhook",
+        content=body,
+        headers={"Stripe-Signature": stripe_signature(body), "Content-Type": "application/json"},
+    )
+
+
+def test_stripe_webhook_enqueues_a_delayed_payment_only_when_it_succeeds(functions, supa):
+    # SEPA debit, ACH, ...: the session completes unpaid; the money comes days later, or never.
+    unpaid = deliver(functions, checkout("checkout.session.completed", "cs_delayed", "unpaid"))
+    assert unpaid.status_code == 200 and unpaid.json()["enqueued"] is False
+    assert user_jobs(supa, USER) == []
+
+    paid = deliver(functions, checkout("checkout.session.async_payment_succeeded", "cs_delayed", "paid"))
+    assert paid.status_code == 200, paid.text
+    again = deliver(functions, checkout("checkout.session.async_payment_succeeded", "cs_delayed", "paid"))
+    (job,) = user_jobs(supa, USER)
+    assert paid.json()["job_id"] == again.json()["job_id"] == str(job["id"])
+    assert job["key"] == "stripe-checkout:cs_delayed"
+
+    failed = deliver(functions, checkout("checkout.session.async_payment_failed", "cs_bounced", "unpaid"))
+    assert failed.status_code == 200 and "job_id" not in failed.json()
+    free = deliver(functions, checkout("checkout.session.completed", "cs_coupon", "no_payment_required"))
+    assert free.status_code == 200 and "job_id" in free.json()
+    assert sorted(job["key"] for job in user_jobs(supa, USER)) == [
+        "stripe-checkout:cs_coupon",
+        "stripe-checkout:cs_delayed",
+    ]
+
+
+def test_stripe_webhook_asks_for_a_retry_at_the_live_job_limit(functions, supa):
+    supa.execute("update audio_queue.settings set max_live_jobs_per_user = 1")
+    first = deliver(functions, checkout("checkout.session.completed", "cs_one", "paid"))
+    assert first.status_code == 200, first.text
+
+    limited = deliver(functions, checkout("checkout.session.completed", "cs_two", "paid"))
+    assert limited.status_code == 503 and limited.json() == {"error": "try_again_later"}
+    assert [job["key"] for job in user_jobs(supa, USER)] == ["stripe-checkout:cs_one"]
+
+    supa.execute("update audio_queue.jobs set status = 'completed', completed_at = now()")
+    retried = deliver(functions, checkout("checkout.session.completed", "cs_two", "paid"))  # Stripe retries
+    assert retried.status_code == 200 and "job_id" in retried.json()
+    assert len(user_jobs(supa, USER)) == 2
+
+
+@pytest.mark.parametrize("user", [None, "not-a-user-id"])
+def test_stripe_webhook_accepts_a_session_without_a_valid_user_and_enqueues_nothing(functions, supa, user):
+    answer = deliver(functions, checkout("checkout.session.completed", "cs_nobody", "paid", user=user))
+    assert answer.status_code == 200 and answer.json() == {"received": True, "enqueued": False}
+    assert supa.execute("select count(*) from audio_queue.jobs").fetchone()[0] == 0

@@ -1,9 +1,16 @@
-// Supabase Edge Function: Stripe's checkout.session.completed webhook enqueues the paid track,
-// once per checkout session however often Stripe delivers the event (enqueue_job_once with the
-// session id as key). The signature is verified first (Stripe-Signature: t=..., v1=HMAC-SHA256 of
-// "t.body" with the endpoint's signing secret, within 5 minutes).
+// Supabase Edge Function: Stripe's Checkout webhook enqueues the track once it is paid, once per
+// checkout session however often Stripe delivers the events (enqueue_job_once with the session id
+// as key). The signature is verified first (Stripe-Signature: t=..., v1=HMAC-SHA256 of "t.body"
+// with the endpoint's signing secret, within 5 minutes).
+//
+// Paid means the session's payment_status is "paid" (or "no_payment_required", e.g. a 100% coupon).
+// With a delayed payment method (SEPA debit, ACH, Boleto, ...) checkout.session.completed arrives
+// with payment_status "unpaid" and nothing is enqueued; checkout.session.async_payment_succeeded
+// follows when the money is there (days later) and enqueues; async_payment_failed enqueues nothing.
 //
 // Deploy: supabase functions deploy stripe-webhook --no-verify-jwt   (Stripe sends no Supabase JWT)
+// Stripe Dashboard -> Webhooks: send checkout.session.completed and
+// checkout.session.async_payment_succeeded to the function's URL.
 // Env: STRIPE_WEBHOOK_SECRET (whsec_...), SUPABASE_DB_URL (set by Supabase).
 // When creating the Checkout Session, the app sets client_reference_id to the signed-in user's id
 // and metadata.minutes / metadata.track_id.
@@ -13,6 +20,9 @@ const sql = postgres(Deno.env.get("SUPABASE_DB_URL")!, { prepare: false, max: 2 
 const TOLERANCE_S = 300;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const encoder = new TextEncoder();
+// Events that may complete a purchase, and the payment states in which the track is paid for.
+const FULFILLING_EVENTS = new Set(["checkout.session.completed", "checkout.session.async_payment_succeeded"]);
+const PAID = new Set(["paid", "no_payment_required"]);
 
 function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } });
@@ -53,9 +63,13 @@ export async function handler(req: Request): Promise<Response> {
     return json(400, { error: "bad_signature" });
   }
   const event = JSON.parse(body);
-  if (event.type !== "checkout.session.completed") return json(200, { received: true, ignored: event.type });
+  if (!FULFILLING_EVENTS.has(event.type)) return json(200, { received: true, ignored: event.type });
 
   const session = event.data?.object ?? {};
+  if (!PAID.has(session.payment_status)) {
+    // Not paid yet (a delayed payment method): async_payment_succeeded will come when it is.
+    return json(200, { received: true, enqueued: false, payment_status: session.payment_status ?? null });
+  }
   const userId = session.client_reference_id;
   const minutes = Number(session.metadata?.minutes ?? 10);
   const trackId = session.metadata?.track_id ?? null;
