@@ -140,6 +140,20 @@ def test_speech_over_music_ducking_lowers_music_by_measured_amount(
     assert abs(music_drop(False)) <= 1.0
 
 
+@pytest.mark.timeout(60)
+def test_beds_louder_than_the_voice_normalise_the_mix_and_the_result_says_so(
+    tmp_path: Path, settings: RenderSettings, speech_wav: Path
+) -> None:
+    """Anchored on the speech (the default with a speech layer), a bed louder than the voice would
+    take the programme over the target (the pipeline measured -8.6 LUFS for -16): the whole mix is
+    brought to the target instead, and the result says anchor "mix"."""
+    r = run({"duration_s": 4, "layers": [{"type": "speech", "text": "(file)", "gain_db": -6},
+             {"type": "binaural", "carrier_hz": 200, "beat_hz": 6}]},
+            tmp_path / "out", settings, {"layers[0]": speech_wav})  # fmt: skip
+    assert (r.anchor, r.speech_lufs) == ("mix", None)
+    assert_loudness(r)  # the programme at the target, not over it
+
+
 def test_fit_duration_is_voice_plus_tail_and_loud_speech_is_limited(
     tmp_path: Path, settings: RenderSettings, speech_wav: Path
 ) -> None:

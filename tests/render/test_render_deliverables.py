@@ -38,7 +38,7 @@ def run(spec: dict[str, Any], out: Path, inputs: dict[str, Path] | None = None, 
 
     async def go():
         r = await render(parsed, inputs or {}, out, settings=RenderSettings(tmp_dir=out.parent / "work"))
-        return r, await make_deliverables(parsed, r, cover=cover)
+        return await make_deliverables(parsed, r, cover=cover)
 
     return asyncio.run(asyncio.wait_for(go(), 90))
 

@@ -5,6 +5,8 @@ crossfaded loops, the true-peak ceiling on master and preview."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.support.audio import click_db, decode, octave_slopes, true_peak_db, window
+from worker.commands.render import main as render_cli
 from worker.errors import PermanentError
 from worker.render import RenderResult, RenderSettings, parse_spec, render
 from worker.render.loudness import GainPlan, Loudness
@@ -182,10 +185,72 @@ def test_the_full_length_mp3_stays_under_the_ceiling_too(tmp_path: Path, setting
                "layers": [{"type": "music", "object": "b/bed.wav", "loop": False}]}  # fmt: skip
     r = run(payload, tmp_path / "out", settings, {"layers[0]": bed})
     spec = parse_spec({"spec_version": 1, **payload}, settings)
-    out = asyncio.run(make_deliverables(spec, r, settings=settings))
+    r, out = asyncio.run(make_deliverables(spec, r, settings=settings))
     assert out.full is not None
     full, _ = decode(out.full)
     assert true_peak_db(full) <= -9 + 0.05, true_peak_db(full)
+    assert r.full_true_peak_dbtp is not None and r.full_true_peak_dbtp <= -9
+
+
+@pytest.fixture
+def hot_full_encoder(monkeypatch: pytest.MonkeyPatch) -> list[float | None]:
+    """The full MP3's encoder made to overshoot whatever its limiter asks for: it comes out 3 dB
+    over the master, limiter or not (a stand-in for lossy coding that overshoots more than the
+    re-encodes take off). The limit each encode was asked for is recorded."""
+    from worker.render import deliverables
+    from worker.render.spec import FullOutput
+
+    asked: list[float | None] = []
+    real = deliverables.full_command
+
+    def hot(
+        master: Path, dest: Path, full: FullOutput, ffmpeg: str = "ffmpeg", limit_dbtp: float | None = None
+    ) -> list[str]:
+        asked.append(limit_dbtp)
+        cmd = real(master, dest, full, ffmpeg)
+        at = cmd.index("-c:a")
+        return [*cmd[:at], "-af", "volume=3dB", *cmd[at:]]
+
+    monkeypatch.setattr(deliverables, "full_command", hot)
+    return asked
+
+
+@pytest.mark.timeout(60)
+def test_a_full_mp3_left_over_the_ceiling_is_said_loudly_or_fails_the_job(
+    tmp_path: Path, hot_full_encoder: list[float | None], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`python -m worker render` of the clipped bed with output.full, whose MP3 stays over the
+    -7 dBTP ceiling after its last encode: "warn" prints the result off target with the full
+    MP3's measured true peak; RENDER_OFF_TARGET=fail fails naming the file and the figures. (It
+    completed on target before, the miss only in a log line.)"""
+    from worker.render.deliverables import MAX_FULL_ENCODES
+
+    bed = make_clip(tmp_path / "bed.wav", CLIPPED, 2.0)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"spec_version": 1, "duration_s": 2,
+        "loudness": {"target_lufs": -6, "true_peak_dbtp": -7}, "output": {"full": {"bitrate_kbps": 128}},
+        "layers": [{"type": "music", "object": "b/bed.wav", "loop": False}]}))  # fmt: skip
+    monkeypatch.setenv("RENDER_TMP_DIR", str(tmp_path / "work"))
+    args = [str(spec), "--input", f"layers[0]={bed}", "--quiet"]
+
+    assert render_cli([*args, "--out", str(tmp_path / "warn"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["on_target"] is False, doc["warnings"]
+    limits = [x for x in hot_full_encoder if x is not None]  # every encode limited harder, over every time
+    assert len(limits) == MAX_FULL_ENCODES and all(a > b for a, b in zip(limits, limits[1:])), limits
+    full, _ = decode(tmp_path / "warn" / "full.mp3")
+    tp = doc["full_true_peak_dbtp"]
+    assert tp == pytest.approx(true_peak_db(full), abs=0.3) and tp > -6
+    assert doc["warnings"] == [f"off target: full MP3 true peak {tp:.2f} dBTP over the ceiling -7 dBTP"]
+    assert doc["true_peak_dbtp"] <= -7  # the master is fine: the full MP3 alone is off
+
+    monkeypatch.setenv("RENDER_OFF_TARGET", "fail")
+    assert render_cli([*args, "--out", str(tmp_path / "fail")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(
+        r"error: loudness off target: full MP3 true peak -?\d+\.\d\d dBTP over the ceiling -7 dBTP", err
+    ), err
 
 
 def test_tones_evaluated_at_a_reduced_rate_sound_as_evaluated_at_the_track_rate(

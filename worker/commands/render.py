@@ -170,4 +170,4 @@ async def _run(
     cover = read_cover(given.pop(COVER)) if COVER in given else None
     inputs = await _inputs(spec, given, work)
     result = await render(spec, inputs, out, on_progress=bar, settings=settings)
-    return result, await make_deliverables(spec, result, cover=cover, settings=settings)
+    return await make_deliverables(spec, result, cover=cover, settings=settings)

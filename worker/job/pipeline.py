@@ -166,7 +166,7 @@ async def render_job(job: Job, ctx: JobContext) -> dict[str, Any]:
             on_progress=lambda p: ctx.report(FETCH_END + span * p / 100),
         )
 
-        extra = await make_deliverables(spec, result, cover=cover, settings=cfg.render)
+        result, extra = await make_deliverables(spec, result, cover=cover, settings=cfg.render)
 
         ctx.report(RENDER_END, "upload")
         stored = await _upload(job, result, extra, cfg.storage, ctx, work, in_flight)
@@ -338,6 +338,7 @@ def build_result(
             "anchor": r.anchor,
             "speech_lufs": r.speech_lufs,
             "preview_true_peak_dbtp": r.preview_true_peak_dbtp,
+            "full_true_peak_dbtp": r.full_true_peak_dbtp,
             "on_target": r.on_target,
             "warnings": r.warnings,
         },

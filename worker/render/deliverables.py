@@ -13,11 +13,10 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from loguru import logger
 from mutagen import MutagenError
 
 from worker.errors import PermanentError
-from worker.render.engine import RenderResult
+from worker.render.engine import RenderResult, judge_full_mp3
 from worker.render.ffmpeg_process import run_ffmpeg
 from worker.render.graph import true_peak_command
 from worker.render.loudness import PREVIEW_HEADROOM_DB, TP_RETRY_MARGIN_DB, parse_ebur128
@@ -57,31 +56,43 @@ def full_command(
             "-c:a", "libmp3lame", *quality, "-write_xing", "1", str(dest)]  # fmt: skip
 
 
-async def _encode_full(spec: RenderSpec, result: RenderResult, dest: Path, settings: RenderSettings) -> None:
+async def _encode_full(
+    spec: RenderSpec, result: RenderResult, dest: Path, settings: RenderSettings
+) -> float | None:
     """The full-length MP3 under the same true-peak ceiling as the master and the preview: limited
     ``PREVIEW_HEADROOM_DB`` under it when the master's peaks come that near, measured after
-    encoding, and encoded again, limited harder, while it is over."""
-    assert spec.output.full is not None
-    ceiling = result.ceiling_dbtp
-    limit = ceiling - PREVIEW_HEADROOM_DB if result.true_peak_dbtp > ceiling - PREVIEW_HEADROOM_DB else None
-    for attempt in range(MAX_FULL_ENCODES):
+    encoding, and encoded again, limited harder, while it is over (at most ``MAX_FULL_ENCODES``).
+    Its last measured true peak (None: not measured, the master's peaks stay far enough under)."""
+    full = spec.output.full
+    assert full is not None
+    redact = [str(dest.parent)]
+
+    async def encode(limit: float | None) -> None:
         await run_ffmpeg(
-            full_command(result.master, dest, spec.output.full, settings.ffmpeg_path, limit),
-            duration_s=result.duration_s, stall_timeout_s=settings.stall_timeout_s, label="full mp3",
-            redact=[str(dest.parent)],
+            full_command(result.master, dest, full, settings.ffmpeg_path, limit), duration_s=result.duration_s,
+            stall_timeout_s=settings.stall_timeout_s, label="full mp3", redact=redact,
         )  # fmt: skip
-        if limit is None:
-            return  # the master's peaks stay more than the headroom under the ceiling
+
+    async def true_peak() -> float:
         run = await run_ffmpeg(
             true_peak_command(settings.ffmpeg_path, dest), duration_s=result.duration_s,
-            stall_timeout_s=settings.stall_timeout_s, label="full mp3 peak", redact=[str(dest.parent)],
+            stall_timeout_s=settings.stall_timeout_s, label="full mp3 peak", redact=redact,
         )  # fmt: skip
-        tp = parse_ebur128(run.stderr_tail).true_peak_dbtp
-        if tp <= ceiling or attempt == MAX_FULL_ENCODES - 1:
-            if tp > ceiling:
-                logger.warning("full mp3 true peak {} dBTP stays over the {} dBTP ceiling", tp, ceiling)
-            return
+        return parse_ebur128(run.stderr_tail).true_peak_dbtp
+
+    ceiling = result.ceiling_dbtp
+    limit = ceiling - PREVIEW_HEADROOM_DB if result.true_peak_dbtp > ceiling - PREVIEW_HEADROOM_DB else None
+    await encode(limit)
+    if limit is None:
+        return None  # the master's peaks stay more than the headroom under the ceiling
+    tp = await true_peak()
+    for _ in range(MAX_FULL_ENCODES - 1):
+        if tp <= ceiling:
+            break
         limit -= tp - ceiling + TP_RETRY_MARGIN_DB
+        await encode(limit)
+        tp = await true_peak()
+    return tp  # a last miss is judged like the master's (engine.judge_full_mp3)
 
 
 async def make_deliverables(
@@ -90,14 +101,17 @@ async def make_deliverables(
     *,
     cover: Cover | None = None,
     settings: RenderSettings | None = None,
-) -> Deliverables:
-    """Encode the full-length MP3, compute the peaks and tag every file, beside ``result.master``."""
+) -> tuple[RenderResult, Deliverables]:
+    """Encode the full-length MP3, compute the peaks and tag every file, beside ``result.master``.
+
+    Returns ``result`` with the full MP3's measured true peak added (off target when it stays over
+    the ceiling; RENDER_OFF_TARGET=fail raises a PermanentError instead), and the deliverables."""
     settings = settings or RenderSettings()
     out_dir = result.master.parent
     out = Deliverables(chapters=chapter_marks(spec, result.duration_s))
     if spec.output.full is not None:
         dest = out_dir / FULL_FILE
-        await _encode_full(spec, result, dest, settings)
+        result = judge_full_mp3(result, await _encode_full(spec, result, dest, settings), settings)
         out = replace(out, full=dest)
     if spec.output.peaks is not None:
         p = spec.output.peaks
@@ -119,4 +133,4 @@ async def make_deliverables(
                 await asyncio.to_thread(write_tags, path, spec.tags, marks, cover)
             except MutagenError as exc:
                 raise PermanentError(f"writing tags into the {path.stem} failed: {exc}") from None
-    return out
+    return result, out

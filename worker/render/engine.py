@@ -72,6 +72,9 @@ class RenderResult(BaseModel):
     preview_duration_s: float
     preview_true_peak_dbtp: float | None = None
     """Measured on the decoded preview when the master's true peak came near the ceiling."""
+    full_true_peak_dbtp: float | None = None
+    """Measured on the full-length MP3 (``output.full``, made by ``make_deliverables``) when the
+    master's true peak came near the ceiling."""
     target_lufs: float
     ceiling_dbtp: float
     anchor: str = "mix"
@@ -86,8 +89,8 @@ class RenderResult(BaseModel):
     passes: int
     render_seconds: float
     on_target: bool
-    """Anchor within +-1 LU of the target, master and preview true peaks at or under the ceiling
-    (measured)."""
+    """Anchor within +-1 LU of the target, master, preview and full MP3 true peaks at or under the
+    ceiling (measured)."""
     warnings: list[str] = []
     """What is off target, with the measured figures (RENDER_OFF_TARGET=warn)."""
 
@@ -297,6 +300,13 @@ def _high_rate(spec: RenderSpec) -> bool:
     return (p.bitrate_kbps or 192) >= 128
 
 
+def _over_ceiling(what: str, tp: float | None, ceiling: float) -> list[str]:
+    """``what``'s measured true peak in words when it is over the ceiling (else empty)."""
+    if tp is None or tp <= ceiling:
+        return []
+    return [f"{what} true peak {tp:.2f} dBTP over the ceiling {ceiling:g} dBTP"]
+
+
 def _verdict(goal: _Goal, measured: Loudness, preview_tp: float | None) -> list[str]:
     """What is off target, in words with the measured figures (empty: on target)."""
     off = []
@@ -304,13 +314,34 @@ def _verdict(goal: _Goal, measured: Loudness, preview_tp: float | None) -> list[
     target = goal.target_lufs + goal.speech_offset_lu
     if abs(anchor_lufs - target) > 1.0:
         off.append(f"{goal.anchor} loudness {anchor_lufs:.1f} LUFS, target {target:g} LUFS (+-1 LU)")
-    if measured.true_peak_dbtp > goal.ceiling_dbtp:
-        off.append(
-            f"master true peak {measured.true_peak_dbtp:.2f} dBTP over the ceiling {goal.ceiling_dbtp:g} dBTP"
-        )
-    if preview_tp is not None and preview_tp > goal.ceiling_dbtp:
-        off.append(f"preview true peak {preview_tp:.2f} dBTP over the ceiling {goal.ceiling_dbtp:g} dBTP")
+    off += _over_ceiling("master", measured.true_peak_dbtp, goal.ceiling_dbtp)
+    off += _over_ceiling("preview", preview_tp, goal.ceiling_dbtp)
     return off
+
+
+def _off_target(off: list[str], settings: RenderSettings) -> list[str]:
+    """RENDER_OFF_TARGET applied to what is off target: "fail" raises a PermanentError with the
+    figures; "warn" logs them and returns them as the result's warnings."""
+    if off and settings.off_target == "fail":
+        raise PermanentError("loudness off target: " + "; ".join(off))
+    if off:
+        logger.warning("render off target: {}", "; ".join(off))
+    return [f"off target: {x}" for x in off]
+
+
+def judge_full_mp3(
+    result: RenderResult, true_peak_dbtp: float | None, settings: RenderSettings
+) -> RenderResult:
+    """``result`` with the full-length MP3's measured true peak (None: not measured), off target
+    like the master and the preview when it is over the ceiling (RENDER_OFF_TARGET applies)."""
+    warnings = _off_target(_over_ceiling("full MP3", true_peak_dbtp, result.ceiling_dbtp), settings)
+    return result.model_copy(
+        update={
+            "full_true_peak_dbtp": true_peak_dbtp,
+            "on_target": result.on_target and not warnings,
+            "warnings": [*result.warnings, *warnings],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -372,12 +403,8 @@ async def _normalise(spec: RenderSpec, layer_inputs: dict[str, LayerInput], pass
     plan = await _calibrate(plan, measured_in, goal, passes)
     plan, measured = await _master(spec, plan, measured_in, goal, passes)
     preview_tp = await _check_preview(spec, plan, measured, goal, passes)
-    off = _verdict(goal, measured, preview_tp)
-    if off and passes.settings.off_target == "fail":
-        raise PermanentError("loudness off target: " + "; ".join(off))
-    if off:
-        logger.warning("render off target: {}", "; ".join(off))
-    return _Outcome(plan, measured_in, measured, goal, preview_tp, [f"off target: {x}" for x in off])
+    warnings = _off_target(_verdict(goal, measured, preview_tp), passes.settings)
+    return _Outcome(plan, measured_in, measured, goal, preview_tp, warnings)
 
 
 async def _render(

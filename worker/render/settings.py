@@ -36,6 +36,6 @@ class RenderSettings(BaseSettings):
     """Parent of the per-job temp directories (default: the system temp dir). The unnormalised mix
     is kept there between passes as 32-bit float PCM: ~21 MB per minute at 44.1 kHz."""
     off_target: Literal["warn", "fail"] = Field("warn", alias="RENDER_OFF_TARGET")
-    """A render whose measured loudness misses the target (+-1 LU) or whose master or preview true
-    peak exceeds the ceiling: "warn" completes the job with loudness.on_target false and a warning
-    naming the figures; "fail" fails it (permanently) with the measured figures."""
+    """A render whose measured loudness misses the target (+-1 LU) or whose master, preview or
+    full-length MP3 true peak exceeds the ceiling: "warn" completes the job with loudness.on_target
+    false and a warning naming what is off and its figures; "fail" fails it (permanently) with them."""
