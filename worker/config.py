@@ -54,7 +54,8 @@ class WorkerSettings(BaseSettings):
         default=20,
         ge=0,
         le=3600,
-        description="On SIGTERM, running jobs get this long to finish before they are released.",
+        description="On SIGTERM, running jobs get this long to finish before they are released. On "
+        "Heroku keep it at 22 or less (a worker with DYNO set warns at start).",
     )
     job_handler: str = Field(
         default="worker.job.pipeline:render_job",

@@ -3,7 +3,8 @@
 
 A job whose child is ended by that signal is released (attempt not spent, another dyno can take it
 at once), never failed nor retried with backoff. A child killed by a signal while the worker is
-NOT stopping (the kernel's OOM killer, an operator) is a retryable failure that says so."""
+NOT stopping (the kernel's OOM killer, an operator) is a retryable failure that says so. A worker
+started on Heroku with a SHUTDOWN_GRACE_SECONDS that the SIGKILL would cut short says so at start."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.faults.conftest import FAST
 from tests.support.heroku import alive, heroku_stop, process_tree
 from tests.support.workers import wait_until
 from worker.commands.demo import DEFAULT_SPEC
+from worker.queue.claim_loop import HEROKU_MAX_GRACE_S
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,3 +117,23 @@ def test_ffmpeg_killed_outside_shutdown_is_a_retryable_failure_naming_the_signal
     assert "exit" not in row["last_error"] and all_keys(s3) == []
     assert alive(w.pid)
     assert heroku_stop(w.pid).killed == [] and w.wait(10) == 0
+
+
+def test_a_grace_heroku_would_cut_short_is_warned_at_start_naming_the_setting_and_the_limit(fleet):
+    """Heroku (it sets DYNO) SIGKILLs 30 s after SIGTERM: with a longer grace, the jobs still running
+    at a restart are killed instead of handed back. The worker starts anyway and says so."""
+    over = fleet.start(DYNO="worker.1", SHUTDOWN_GRACE_SECONDS=60)
+    at_limit = fleet.start(DYNO="worker.2", SHUTDOWN_GRACE_SECONDS=HEROKU_MAX_GRACE_S)
+    elsewhere = fleet.start(SHUTDOWN_GRACE_SECONDS=60)  # no DYNO: not Heroku, no 30 s limit
+    for w in (over, at_limit, elsewhere):
+        wait_until(lambda w=w: "starting:" in w.log, timeout=30, what="the worker to start")
+
+    said = [line for line in over.log.splitlines() if "SHUTDOWN_GRACE_SECONDS" in line]
+    assert len(said) == 1 and "WARNING" in said[0], over.log
+    assert "SHUTDOWN_GRACE_SECONDS=60 " in said[0] and f"{HEROKU_MAX_GRACE_S:g} or less" in said[0]
+    assert "DYNO=worker.1" in said[0] and "SIGKILL" in said[0]
+    assert "SHUTDOWN_GRACE_SECONDS" not in at_limit.log + elsewhere.log
+    for w in (over, at_limit, elsewhere):
+        assert alive(w.pid)  # a warning, not a refusal to start
+        w.signal(signal.SIGTERM)
+    assert [w.wait(30) for w in (over, at_limit, elsewhere)] == [0, 0, 0]

@@ -1,5 +1,7 @@
 """The S3 server down for a while mid-run: uploads are retried; every job either completes with
-both files or fails cleanly, and nothing is left in storage that no completed job refers to."""
+both files or fails cleanly, and nothing is left in storage that no completed job refers to; a
+worker killed mid-upload leaves no incomplete multipart upload behind for good, whether the upload
+was a job's file or a provider file for the shared cache."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import all_keys, enqueue, job, pipeline_env
+from tests.e2e.conftest import CACHE_PREFIX, all_keys, enqueue, job, pipeline_env
 from tests.faults.conftest import FAST, FAULT_HANDLER, TONES
 from tests.support.workers import wait_until
+from worker.providers.cache import ABANDONED_UPLOAD_AGE_S, SharedCache, cache_key
+from worker.storage import Storage
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -119,3 +123,23 @@ def test_kill_9_mid_multipart_upload_the_sweep_aborts_the_incomplete_upload(conn
     assert sorted(all_keys(s3)) == sorted(
         f"{o['bucket']}/{o['key']}" for o in (row["result"]["master"], row["result"]["preview"])
     )
+
+
+def test_the_rescue_leader_aborts_a_shared_cache_upload_a_killed_worker_left_half_done(fleet, s3, tmp_path):
+    """A provider file shared through the cache is no job's object: a worker killed mid-upload
+    leaves an incomplete multipart upload no job lists. The fleet's rescue leader aborts such
+    uploads once they are older than any upload lasts; one in progress is left alone."""
+    cache = SharedCache(Storage(s3.settings()), bucket=s3.bucket, prefix=CACHE_PREFIX)
+    dead, live = (cache.object_key(cache_key(provider="openai", text=t), "mp3") for t in ("dead", "live"))
+    s3.backdate_upload(s3.bucket, s3.start_upload(s3.bucket, dead), ABANDONED_UPLOAD_AGE_S + 60)
+    s3.start_upload(s3.bucket, live)
+    assert s3.uploads(s3.bucket, CACHE_PREFIX) == sorted([dead, live])
+
+    w = fleet.start(**pipeline_env(s3, tmp_path, **FAST))
+    wait_until(
+        lambda: s3.uploads(s3.bucket, CACHE_PREFIX) == [live] or w.proc.poll() is not None,
+        timeout=30,
+        what="the abandoned upload to be aborted",
+    )
+    assert s3.uploads(s3.bucket, CACHE_PREFIX) == [live], w.log[-3000:]
+    assert "aborted 1 upload(s) abandoned" in w.log

@@ -1,6 +1,7 @@
 """The provider cache's second level in Storage (real moto S3 server, real PostgreSQL, the OpenAI
 fake counting calls): a dyno with an empty disk reads what another paid for, and identical requests
-on different dynos at the same time pay once (the fleet lock), also through a transaction pooler."""
+on different dynos at the same time pay once (the fleet lock), also through a transaction pooler; an
+upload a killed worker left half-done is aborted once it is older than any upload lasts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tests.support.s3 import S3Server
 from worker.errors import PermanentError
 from worker.providers import cache as provider_cache
 from worker.providers import fetch_speech
-from worker.providers.cache import FleetLock, SharedCache
+from worker.providers.cache import ABANDONED_UPLOAD_AGE_S, FleetLock, SharedCache, cache_key
 from worker.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)
@@ -151,3 +152,40 @@ def test_the_pipeline_installs_level_2_by_default_when_storage_is_configured(
                 assert level.lock is not None and level.wait_s == 900
         finally:
             provider_cache.install_shared(None)
+
+
+def test_uploads_a_killed_worker_left_half_done_are_aborted_and_nothing_else(
+    s3: S3Server, shared: SharedCache, tmp_path: Path
+) -> None:
+    """A worker killed while sharing a large file (multipart) leaves an incomplete upload that no
+    job lists and that holds its parts' bytes. Those begun longer ago than any upload lasts go; an
+    upload still in progress finishes, and uploads the cache did not start stay."""
+
+    def key(text: str) -> str:
+        return shared.object_key(cache_key(provider="openai", text=text), "mp3")
+
+    def aged(object_key: str, seconds: float) -> str:
+        upload_id = s3.start_upload(s3.bucket, object_key)
+        s3.backdate_upload(s3.bucket, upload_id, seconds)
+        return upload_id
+
+    aged(key("dead"), ABANDONED_UPLOAD_AGE_S + 60)
+    live = aged(key("live"), ABANDONED_UPLOAD_AGE_S - 600)  # slow, but not beyond the limit
+    not_the_caches = [f"{shared.prefix}/notes/todo.mp3", f"other-{tmp_path.name}/{key('job')}"]
+    for other in not_the_caches:
+        aged(other, ABANDONED_UPLOAD_AGE_S + 60)
+
+    assert run(shared.abort_abandoned_uploads()) == 1
+    assert s3.uploads(s3.bucket, shared.prefix + "/") == sorted([key("live"), not_the_caches[0]])
+    assert s3.uploads(s3.bucket, f"other-{tmp_path.name}/") == [not_the_caches[1]]
+
+    client = s3.client()  # the upload in progress still completes
+    parts = client.list_parts(Bucket=s3.bucket, Key=key("live"), UploadId=live)["Parts"]
+    client.complete_multipart_upload(
+        Bucket=s3.bucket,
+        Key=key("live"),
+        UploadId=live,
+        MultipartUpload={"Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]},
+    )
+    assert key("live") in s3.keys()
+    assert run(shared.abort_abandoned_uploads()) == 0

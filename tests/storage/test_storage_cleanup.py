@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,18 +16,6 @@ pytestmark = pytest.mark.timeout(60)
 
 def handle(bucket: str, key: str) -> StoredObject:
     return StoredObject(bucket=bucket, key=key, size=0, sha256="", content_type="", url="")
-
-
-def uploads(s3: S3Server, bucket: str, prefix: str) -> list[str]:
-    listing: dict[str, Any] = s3.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-    return sorted(u["Key"] for u in listing.get("Uploads", []))
-
-
-def start_upload(s3: S3Server, bucket: str, key: str) -> None:
-    """An upload as a killed worker leaves it: created, one part sent, never completed."""
-    client = s3.client()
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-    client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1000)
 
 
 def test_delete_objects_is_idempotent_and_quiet(
@@ -48,15 +35,15 @@ def test_purge_aborts_incomplete_uploads_of_exactly_its_keys_and_deletes_the_obj
     s3: S3Server, storage: Storage, make_file: Callable[[str, int], Path]
 ) -> None:
     master, preview = "generated/p1_1.wav", "generated/p1_1.mp3"
-    start_upload(s3, s3.bucket, master)
-    start_upload(s3, s3.bucket, master)  # a retried attempt of the same key: both go
-    start_upload(s3, s3.bucket, master + ".other")  # shares the prefix, not the key: stays
+    s3.start_upload(s3.bucket, master)
+    s3.start_upload(s3.bucket, master)  # a retried attempt of the same key: both go
+    s3.start_upload(s3.bucket, master + ".other")  # shares the prefix, not the key: stays
     storage.upload_file(make_file("p.mp3", 1000), bucket=s3.preview_bucket, key=preview)
 
     storage.purge([handle(s3.bucket, master), handle(s3.preview_bucket, preview)])
 
-    assert uploads(s3, s3.bucket, master) == [master + ".other"]
+    assert s3.uploads(s3.bucket, master) == [master + ".other"]
     assert preview not in s3.keys(s3.preview_bucket)
     storage.purge([handle(s3.bucket, master), handle("missing-bucket-z", master)])  # again: quiet
     assert storage.abort_incomplete_uploads(s3.bucket, master + ".other") == 1
-    assert uploads(s3, s3.bucket, "generated/p1_") == []
+    assert s3.uploads(s3.bucket, "generated/p1_") == []

@@ -13,16 +13,22 @@ gets bucket names with a random suffix (``s3.bucket``, ``s3.preview_bucket``).
 ``/storage/v1/object/public/<bucket>/<key>``, from moto: the object of a public bucket, else HTTP 400
 with Supabase's JSON error (NoSuchKey for a missing key of a public bucket, NoSuchBucket for a
 private one). Every bucket is public until ``s3.make_private(bucket)``.
+
+ListMultipartUploads says when each upload began (``Initiated``), as S3 and Supabase do; moto alone
+answers 2010-11-10 for every upload. ``s3.backdate_upload(bucket, upload_id, seconds)`` makes an
+upload as old as one a process left behind long ago.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -30,6 +36,9 @@ from urllib.parse import unquote, urlsplit
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.s3 import models as moto_models
+from moto.s3 import responses as moto_responses
 from moto.server import ThreadedMotoServer
 
 from worker.local.ports import free_port
@@ -145,6 +154,43 @@ def _json_error(code: str, error: str, message: str) -> tuple[int, bytes, str]:
     return 400, json.dumps(body).encode(), "application/json"
 
 
+def _moto_tells_when_uploads_began() -> None:
+    """Each moto upload keeps its creation time and ListMultipartUploads reports it (moto's own
+    answer is a constant, which would make every upload look years old)."""
+    if getattr(moto_models.FakeMultipart, "_dated", False):
+        return
+    real_init = moto_models.FakeMultipart.__init__
+    real_list = moto_responses.S3Response.list_multipart_uploads
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.initiated = datetime.now(UTC)
+
+    def list_uploads(self: Any) -> Any:
+        status, headers, body = real_list(self)
+        uploads = self.backend.list_multipart_uploads(self.bucket_name)
+
+        def dated(match: re.Match[str]) -> str:
+            element = match.group(0)
+            found = re.search(r"<UploadId>([^<]*)</UploadId>", element)
+            upload = uploads.get(found.group(1)) if found else None
+            if upload is None:
+                return element
+            stamp = upload.initiated.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            return re.sub(r"<Initiated>[^<]*</Initiated>", f"<Initiated>{stamp}</Initiated>", element)
+
+        text = body.decode() if isinstance(body, bytes) else body
+        text = re.sub(r"<Upload>.*?</Upload>", dated, text, flags=re.S)
+        return status, headers, text.encode() if isinstance(body, bytes) else text
+
+    moto_models.FakeMultipart.__init__ = init  # type: ignore[method-assign]
+    moto_responses.S3Response.list_multipart_uploads = list_uploads  # type: ignore[method-assign]
+    moto_models.FakeMultipart._dated = True  # type: ignore[attr-defined]
+
+
+_moto_tells_when_uploads_began()
+
+
 class S3Server:
     """Start/stop moto on a free 127.0.0.1 port, create buckets, hand out StorageSettings."""
 
@@ -198,6 +244,23 @@ class S3Server:
             if inner is not None:
                 inner.server_close()
             self._server = None
+
+    def start_upload(self, bucket: str, key: str) -> str:
+        """An upload as a killed process leaves it: created, one part sent, never completed; its id."""
+        client = self.client()
+        upload_id: str = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1000)
+        return upload_id
+
+    def uploads(self, bucket: str, prefix: str = "") -> list[str]:
+        """The keys of the incomplete multipart uploads under ``prefix``, sorted."""
+        listing = self.client().list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        return sorted(u["Key"] for u in listing.get("Uploads", []))
+
+    def backdate_upload(self, bucket: str, upload_id: str, seconds: float) -> None:
+        """The incomplete upload ``upload_id`` began ``seconds`` earlier than it did."""
+        upload = moto_models.s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[bucket].multiparts[upload_id]
+        upload.initiated -= timedelta(seconds=seconds)
 
     def disconnect(self) -> None:
         """Outage: cut open connections and refuse new ones (objects are kept)."""

@@ -12,7 +12,7 @@ from worker.logs import setup_logging
 from worker.providers.settings import ProviderSettings
 from worker.queue.claim_loop import ClaimLoop, StartupError
 from worker.queue.db.connect import plan_connections
-from worker.queue.handlers import load_handler, load_sweeper
+from worker.queue.handlers import load_abandoned_sweeper, load_handler, load_sweeper
 from worker.render.settings import RenderSettings
 
 
@@ -27,7 +27,13 @@ def main(argv: list[str]) -> int:
     handler, prepare = load_handler(settings.job_handler)
     if prepare is not None:
         asyncio.run(prepare())
-    loop = ClaimLoop(settings, handler, plan_connections(settings), sweep=load_sweeper(settings.job_handler))
+    loop = ClaimLoop(
+        settings,
+        handler,
+        plan_connections(settings),
+        sweep=load_sweeper(settings.job_handler),
+        sweep_abandoned=load_abandoned_sweeper(settings.job_handler),
+    )
     try:
         code = asyncio.run(loop.run())
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopped: further signals change nothing

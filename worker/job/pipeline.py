@@ -16,6 +16,8 @@ key is noted in the job's row under its lease (``ctx.record_objects``; refused m
 no longer ours and nothing is uploaded). ``sweep`` (below) is this module's hook the claim loop
 uses to delete such leftovers: before the job's next attempt, and as rescue leader for jobs that
 ended without one. Completion keeps the result's own objects (SQL trigger, migration 0004).
+``sweep_abandoned`` (below), the rescue leader's hook, aborts the shared provider cache's uploads a
+killed worker left half-done: those are no job's objects.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ T = TypeVar("T")
 
 FETCH_END, RENDER_END = 30.0, 90.0  # progress at the end of the fetch and render stages
 PREVIEW_MARK = 95.0  # progress once the master is stored
+# How often a process leading the rescue looks for the shared cache's abandoned uploads. They count
+# as abandoned only after cache.ABANDONED_UPLOAD_AGE_S (a day), so listing them every round
+# (RESCUE_INTERVAL_SECONDS) would be a request a minute for nothing; hourly aborts each one within
+# an hour of its turning a day old.
+ABANDONED_SWEEP_EVERY_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class PipelineConfig:
 
 _config: PipelineConfig | None = None
 _late_cleanups: set[asyncio.Task[None]] = set()  # deletions running after a cancelled upload
+_next_abandoned_sweep = 0.0  # time.monotonic() of this process's next sweep_abandoned
 
 
 def load_config() -> PipelineConfig:
@@ -311,6 +319,21 @@ async def sweep(objects: list[dict[str, str]]) -> None:
         for o in objects
     ]
     await asyncio.to_thread(config().storage.purge, handles)
+
+
+async def sweep_abandoned() -> None:
+    """The rescue leader's hook (every round; real work at most every ABANDONED_SWEEP_EVERY_S in a
+    process): abort the shared provider cache's incomplete uploads that dead workers left (see
+    ``cache.ABANDONED_UPLOAD_AGE_S``). Also with PROVIDER_CACHE_SHARED off now: it may have been on
+    when the worker died. Raises a JobError when storage cannot be listed (tried again next time)."""
+    global _next_abandoned_sweep
+    if time.monotonic() < _next_abandoned_sweep:
+        return
+    _next_abandoned_sweep = time.monotonic() + ABANDONED_SWEEP_EVERY_S
+    storage = config().storage
+    s = storage.settings
+    level = cache.SharedCache(storage, bucket=s.provider_cache_bucket_name, prefix=s.provider_cache_prefix)
+    await level.abort_abandoned_uploads()
 
 
 def build_result(

@@ -15,6 +15,12 @@ a PostgreSQL advisory lock for the request (in an open transaction, so it ends w
 transaction or its connection -- a killed worker holds nothing) while the others poll Storage and
 the lock, then read its object. ``fill`` is the one entry point: level 1, then level 2, then the
 provider. The pipeline installs level 2 (``install_shared``) when storage is configured.
+
+A level-2 write is no job's object, so the job's ``pending_objects`` sweep never sees it: a worker
+killed while sending a large file (multipart, above STORAGE_MULTIPART_THRESHOLD_MB) leaves an
+incomplete upload holding its parts' bytes, which Storage bills and no listing of objects shows.
+``SharedCache.abort_abandoned_uploads`` aborts those begun more than ABANDONED_UPLOAD_AGE_S ago;
+the fleet's rescue leader runs it (the pipeline's ``sweep_abandoned`` hook).
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +50,19 @@ if TYPE_CHECKING:
     from worker.storage import Storage
 
 Produce = Callable[[Path], Awaitable[None]]
+
+# An incomplete level-2 upload begun longer ago than this was left by a dead process (a killed
+# worker's upload id died with it) and is aborted. Why a day is longer than any upload lasts: a
+# level-2 object is one provider answer (speech, a music bed: megabytes, tens at most), sent by a
+# live process in seconds; each S3 call gives up after STORAGE_UPLOAD_ATTEMPTS tries, each bounded by
+# STORAGE_CONNECT_TIMEOUT_S + STORAGE_READ_TIMEOUT_S (defaults: about 5 minutes for a stalled part),
+# so even a crawling upload of many parts ends within the hour; only the settings' extremes (10
+# attempts of 300 + 3600 s) reach ~11 h, and for a single call. Erring is cheap on this side: an
+# upload aborted while still alive fails its next part or Complete, ``put`` logs "could not share"
+# and the job goes on (the audio is still on the dyno's disk; only the next dyno pays again). Erring
+# the other way costs forever: nothing on the storage side aborts them (Supabase Storage has no
+# AbortIncompleteMultipartUpload lifecycle rule; on S3 that rule is counted in whole days too).
+ABANDONED_UPLOAD_AGE_S = 24 * 3600.0
 
 
 def cache_key(**parts: Any) -> str:
@@ -192,6 +213,9 @@ class FleetLock:
             await conn.rollback()
 
 
+_OBJECT_NAME = re.compile(r"(?P<dir>[0-9a-f]{2})/(?P<key>[0-9a-f]{64})\.[A-Za-z0-9]+")  # after the prefix
+
+
 class SharedCache:
     """Level 2: provider audio in Storage, shared by every dyno (see the module docstring).
 
@@ -214,6 +238,39 @@ class SharedCache:
     def object_key(self, key: str, ext: str) -> str:
         name = f"{key[:2]}/{key}.{ext}"
         return f"{self.prefix}/{name}" if self.prefix else name
+
+    def is_object_key(self, object_key: str) -> bool:
+        """Whether ``object_key`` has the shape of this cache's keys (``object_key``'s)."""
+        name = object_key.removeprefix(f"{self.prefix}/") if self.prefix else object_key
+        found = _OBJECT_NAME.fullmatch(name)
+        under_prefix = not self.prefix or name != object_key
+        return under_prefix and found is not None and found["key"][:2] == found["dir"]
+
+    async def abort_abandoned_uploads(self, older_than_s: float = ABANDONED_UPLOAD_AGE_S) -> int:
+        """Abort this cache's incomplete multipart uploads begun more than ``older_than_s`` ago
+        (see ABANDONED_UPLOAD_AGE_S); returns how many. Only keys of the cache's shape under its
+        prefix are touched; an upload whose start the server does not tell is left alone. Raises a
+        JobError when storage cannot be listed."""
+        listed = await asyncio.to_thread(
+            self.storage.incomplete_uploads, self.bucket, f"{self.prefix}/" if self.prefix else ""
+        )
+        before = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        abandoned = [
+            u
+            for u in listed
+            if self.is_object_key(u.key) and u.initiated is not None and u.initiated < before
+        ]
+        for upload in abandoned:
+            await asyncio.to_thread(self.storage.abort_upload, self.bucket, upload)
+        if abandoned:
+            logger.info(
+                "provider cache: aborted {} upload(s) abandoned mid-way (begun over {:g} h ago, by a "
+                "worker that died): {}",
+                len(abandoned),
+                older_than_s / 3600,
+                ", ".join(f"{self.bucket}/{u.key}" for u in abandoned),
+            )
+        return len(abandoned)
 
     async def get(self, key: str, ext: str, dest: Path) -> bool:
         """Download ``key`` to ``dest``; False when it is not there (or storage failed)."""

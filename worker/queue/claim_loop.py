@@ -11,7 +11,8 @@ SQL functions (``worker.queue.db.queue``). What it adds is timing, and it is bui
 - ``runner``: one job, supervised by ``supervise`` (heartbeats, JOB_TIMEOUT_MS, cancel) and
   recorded by ``outcomes``;
 - ``rescue``: every RESCUE_INTERVAL_SECONDS one worker of the fleet runs reset_stuck_jobs and,
-  with ``objects``, sweeps objects dead attempts left behind;
+  with ``objects``, sweeps objects dead attempts left behind, then the handler module's
+  ``sweep_abandoned`` hook (the shared provider cache's half-done uploads);
 - shutdown (SIGTERM/SIGINT): no new claims, running jobs get SHUTDOWN_GRACE_SECONDS, the rest are
   released.
 
@@ -39,7 +40,7 @@ from worker.observe.observer import Observer
 from worker.queue.db import queue
 from worker.queue.db.connect import ConnectionPlan, make_pool, safe_dsn
 from worker.queue.db.migrate import required_version, schema_problem
-from worker.queue.handlers import Handler, Sweeper
+from worker.queue.handlers import AbandonedSweeper, Handler, Sweeper
 from worker.queue.objects import ObjectSweeper
 from worker.queue.outcomes import OutcomeRecorder
 from worker.queue.rescue import rescue_periodically
@@ -51,12 +52,41 @@ from worker.queue.wakeup import listen_for_jobs
 STARTUP_WAIT_S = 10.0  # how long start-up waits for the database before giving up (Heroku restarts us)
 HEALTH_STALE_MIN_S = 30.0  # /healthz fails when the loop has not iterated for max(this, 2 poll intervals)
 CLAIM_BACKOFF_S = (0.1, 5.0)  # after a failed claim: first wait, longest wait
+RELEASE_WAIT_S = 2.0  # after the grace and the handlers' clean-up: time for the release_job calls
+# Heroku SIGKILLs a dyno's processes this long after its SIGTERM. After the grace, shutdown needs
+# ABANDON_WAIT_S for cancelled handlers to kill their children, RELEASE_WAIT_S to hand their jobs
+# back, and a second to close the pool and exit: a longer grace on Heroku gets the jobs still
+# running at a restart SIGKILLed instead of released (they wait out their lease, rescued).
+HEROKU_SIGKILL_AFTER_S = 30.0
+HEROKU_MAX_GRACE_S = HEROKU_SIGKILL_AFTER_S - ABANDON_WAIT_S - RELEASE_WAIT_S - 1.0  # 22 s
 
 
 def new_worker_id(prefix: str | None = None) -> str:
     """hostname (or DYNO) + pid + random: a restarted dyno never inherits its old claims."""
     base = prefix or os.environ.get("DYNO") or socket.gethostname()
     return f"{base}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def heroku_grace_warning(settings: WorkerSettings, dyno: str | None) -> str | None:
+    """What to say at start when the process runs on Heroku (``DYNO`` is set) with a shutdown grace
+    Heroku's SIGKILL would cut short; None when all is well.
+
+    A warning, not a clamp: DYNO is also set off Heroku (by hosts that imitate it, such as Dokku,
+    or by hand for tools that expect it), where the wait before SIGKILL may be longer and a long
+    grace right; and on Heroku too long a grace loses no work (the jobs it fails to release are
+    rescued once their lease expires). Silently overriding an explicit setting would hide the
+    operator's mistake; a warning at every start names it and the fix."""
+    grace = settings.shutdown_grace_seconds
+    if not dyno or grace <= HEROKU_MAX_GRACE_S:
+        return None
+    return (
+        f"SHUTDOWN_GRACE_SECONDS={grace:g} is too long for Heroku (DYNO={dyno}): Heroku sends SIGKILL "
+        f"{HEROKU_SIGKILL_AFTER_S:g} s after SIGTERM, and the worker needs "
+        f"{HEROKU_SIGKILL_AFTER_S - HEROKU_MAX_GRACE_S:g} s of them after the grace to stop and hand back "
+        "the jobs still running; at a restart or deploy those jobs would be killed instead, and "
+        f"wait out their lease before another worker takes them. Set it to {HEROKU_MAX_GRACE_S:g} "
+        "or less."
+    )
 
 
 class StartupError(Exception):
@@ -71,6 +101,7 @@ class ClaimLoop:
         plan: ConnectionPlan,
         worker_id: str | None = None,
         sweep: Sweeper | None = None,
+        sweep_abandoned: AbandonedSweeper | None = None,
     ) -> None:
         self.settings = settings
         self.plan = plan
@@ -82,6 +113,7 @@ class ClaimLoop:
         self.db = RetryingDb(self.pool)
         self.observer = Observer(settings)
         self.sweeper = ObjectSweeper(self.db, sweep) if sweep is not None else None
+        self.sweep_abandoned = sweep_abandoned
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         outcomes = OutcomeRecorder(self.db, settings, self.observer, self.stopping)
@@ -106,7 +138,11 @@ class ClaimLoop:
                 ),
                 asyncio.create_task(
                     rescue_periodically(
-                        self.db, self.settings.rescue_interval_seconds, self.sweeper, self.stopping
+                        self.db,
+                        self.settings.rescue_interval_seconds,
+                        self.sweeper,
+                        self.stopping,
+                        self.sweep_abandoned,
                     ),
                     name="rescue",
                 ),
@@ -135,6 +171,8 @@ class ClaimLoop:
 
     async def _start(self) -> None:
         """Open the pool, check the schema version, start the observer; StartupError says what failed."""
+        if (warning := heroku_grace_warning(self.settings, os.environ.get("DYNO"))) is not None:
+            logger.warning(warning)
         logger.info(
             "starting: {} slots, lease {}s, {}",
             self.settings.max_concurrent_jobs,
@@ -212,7 +250,7 @@ class ClaimLoop:
 
     async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
         grace = self.settings.shutdown_grace_seconds
-        self.db.give_up_at = time.monotonic() + grace + ABANDON_WAIT_S + 2
+        self.db.give_up_at = time.monotonic() + grace + ABANDON_WAIT_S + RELEASE_WAIT_S
         for t in helpers:
             t.cancel()
         if self.tasks:
@@ -220,7 +258,7 @@ class ClaimLoop:
             if pending:
                 logger.warning("grace of {}s over: releasing {} unfinished job(s)", grace, len(pending))
                 self.runner.abandon_all()
-                await asyncio.wait(pending, timeout=ABANDON_WAIT_S + 2)
+                await asyncio.wait(pending, timeout=ABANDON_WAIT_S + RELEASE_WAIT_S)
         await asyncio.gather(*helpers, return_exceptions=True)
         await self.observer.close(wait_s=self.db.give_up_at - time.monotonic())
         await self.pool.close()

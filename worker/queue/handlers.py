@@ -18,6 +18,11 @@ trigger). Whatever stays listed is deleted through the handler module's optional
 ``async def sweep(objects: list[dict]) -> None`` (raise if any could not be deleted): by the claim
 loop before the job's next attempt runs its handler, and by the rescue leader for finished jobs
 (``audio_queue.orphaned_objects``). A module without ``sweep`` leaves the lists alone.
+
+What a module writes outside any job's list (the pipeline's shared provider cache) has a second
+optional hook, ``async def sweep_abandoned() -> None``: the rescue leader awaits it every round
+after the orphaned objects, to remove what dead processes left there. It decides itself how often
+to do real work; an exception is logged and the next round tries again.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class JobContext:
 
 
 Sweeper = Callable[[list[dict[str, str]]], Awaitable[None]]
+AbandonedSweeper = Callable[[], Awaitable[None]]
 
 
 # JOB_HANDLER values written before the package was grouped by stage keep working.
@@ -121,10 +127,21 @@ def load_handler(spec: str) -> tuple[Handler, Callable[[], Coroutine[Any, Any, N
 
 def load_sweeper(spec: str) -> Sweeper | None:
     """The handler module's ``async def sweep(objects)`` (deletes objects an attempt left), or None."""
+    hook: Sweeper | None = _module_hook(spec, "sweep")
+    return hook
+
+
+def load_abandoned_sweeper(spec: str) -> AbandonedSweeper | None:
+    """The handler module's ``async def sweep_abandoned()`` (for the rescue leader), or None."""
+    hook: AbandonedSweeper | None = _module_hook(spec, "sweep_abandoned")
+    return hook
+
+
+def _module_hook(spec: str, name: str) -> Any:
     module_name, _, _ = spec.partition(":")
     module_name = MOVED_MODULES.get(module_name, module_name)
     try:
         module = import_module(module_name)
     except ImportError:
         return None
-    return getattr(module, "sweep", None)
+    return getattr(module, name, None)

@@ -2,6 +2,7 @@
 
 from worker.storage.client import (
     CONTENT_TYPES,
+    IncompleteUpload,
     Storage,
     StoredObject,
     content_type_for,
@@ -11,6 +12,7 @@ from worker.storage.settings import StorageSettings, derive_s3_endpoint
 
 __all__ = [
     "CONTENT_TYPES",
+    "IncompleteUpload",
     "ObjectNotFound",
     "Storage",
     "StorageSettings",

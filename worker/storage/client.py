@@ -11,8 +11,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import boto3
@@ -64,6 +65,15 @@ class StoredObject(BaseModel):
     sha256: str
     content_type: str
     url: str
+
+
+class IncompleteUpload(NamedTuple):
+    """A multipart upload begun and neither completed nor aborted. ``initiated`` is when it began,
+    as the server says (None if it does not say)."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
 
 
 class _HashingReader:
@@ -423,9 +433,22 @@ class Storage:
     def abort_incomplete_uploads(self, bucket: str, key: str) -> int:
         """Abort every incomplete multipart upload of exactly ``key`` (ListMultipartUploads with the
         key as prefix); returns how many. A missing bucket has none."""
+        aborted = 0
+        for upload in self.incomplete_uploads(bucket, key):
+            if upload.key != key:  # the prefix also matches longer keys
+                continue
+            self.abort_upload(bucket, upload)
+            aborted += 1
+        if aborted:
+            logger.info("storage: aborted {} incomplete upload(s) of {}/{}", aborted, bucket, key)
+        return aborted
+
+    def incomplete_uploads(self, bucket: str, prefix: str) -> list[IncompleteUpload]:
+        """The incomplete multipart uploads of keys starting with ``prefix``, every page of them
+        (Supabase answers 200 a page); retried. A missing bucket has none."""
 
         def listing(marker: tuple[str, str] | None) -> dict[str, Any]:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
             if marker is not None:
                 kwargs["KeyMarker"], kwargs["UploadIdMarker"] = marker
             try:
@@ -435,26 +458,34 @@ class Storage:
                     return {}
                 raise
 
-        aborted, marker = 0, None
+        found: list[IncompleteUpload] = []
+        marker = None
         while True:
             page = self._retry(
-                functools.partial(listing, marker), action=f"list uploads of {key}", bucket=bucket
+                functools.partial(listing, marker), action=f"list uploads of {prefix}", bucket=bucket
             )
             for upload in page.get("Uploads", []):
-                if upload.get("Key") != key:  # the prefix also matches longer keys
-                    continue
-                self._retry(
-                    functools.partial(self._abort, bucket, key, str(upload["UploadId"])),
-                    action=f"abort the upload of {key}",
-                    bucket=bucket,
+                initiated = upload.get("Initiated")
+                found.append(
+                    IncompleteUpload(
+                        key=str(upload.get("Key", "")),
+                        upload_id=str(upload["UploadId"]),
+                        initiated=initiated if isinstance(initiated, datetime) else None,
+                    )
                 )
-                aborted += 1
-            if not page.get("IsTruncated"):
-                break
-            marker = (str(page.get("NextKeyMarker", "")), str(page.get("NextUploadIdMarker", "")))
-        if aborted:
-            logger.info("storage: aborted {} incomplete upload(s) of {}/{}", aborted, bucket, key)
-        return aborted
+            following = (str(page.get("NextKeyMarker", "")), str(page.get("NextUploadIdMarker", "")))
+            if not page.get("IsTruncated") or following in (marker, ("", "")):  # no next page
+                return found
+            marker = following
+
+    def abort_upload(self, bucket: str, upload: IncompleteUpload) -> None:
+        """Abort one incomplete upload (its parts' bytes are freed); retried. One that was aborted
+        or completed meanwhile is fine."""
+        self._retry(
+            functools.partial(self._abort, bucket, upload.key, upload.upload_id),
+            action=f"abort the upload of {upload.key}",
+            bucket=bucket,
+        )
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
         try:
