@@ -30,7 +30,11 @@ def result_keys(row: dict) -> list[str]:
 
 
 def completions(fleet) -> int:
-    return sum(w.log.count("job completed in") for w in fleet.started)
+    """Completions the workers logged, once at least one is there: the worker logs its line after
+    the row has committed, so on a busy machine the test can see the row first."""
+    count = lambda: sum(w.log.count("job completed in") for w in fleet.started)  # noqa: E731
+    wait_until(lambda: count() >= 1, timeout=10, what="the worker's completion log line")
+    return count()
 
 
 def test_kill_9_mid_render_is_rescued_and_completed_once_by_another_worker(conn, fleet, s3, tmp_path, ffmpeg):
