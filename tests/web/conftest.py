@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,50 +225,56 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout
     raise AssertionError(f"the dashboard did not listen within {timeout}s:\n{log.read_text()}")
 
 
+@contextmanager
+def web_process(env: dict[str, str], log: Path) -> Iterator[str]:
+    """A real ``python -m worker web`` with ``env`` (its DASHBOARD_PORT) until the block ends; its
+    base URL."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "web"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        port = int(env["DASHBOARD_PORT"])
+        _wait_listening(port, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
 @pytest.fixture(scope="package")
 def dash(pg: TestDatabases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     tmp = tmp_path_factory.mktemp("dashboard")
     db_url = make_conninfo(pg.create("aw_dash"), password=DB_PASSWORD)  # trust auth: ignored by the server
     migrate(db_url, log=lambda _m: None)
     s3 = S3Server().start()
-    procs: list[subprocess.Popen[bytes]] = []
     d: Dash | None = None
     try:
         with psycopg.connect(db_url, autocommit=True) as c:
             jobs = seed(c, s3, tmp)
-        port = free_port()
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "DATABASE_URL": db_url,
             "DASHBOARD_PASSWORD": DASHBOARD_PASSWORD,
             "DASHBOARD_SESSION_SECRET": SESSION_SECRET,
-            "DASHBOARD_PORT": str(port),
+            "DASHBOARD_PORT": str(free_port()),
             "HIREFIRE_TOKEN": HIREFIRE_TOKEN,
             "OPENAI_API_KEY": OPENAI_KEY,
             **storage_env(s3),
         }
-        log = tmp / "web.log"
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worker", "web"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        procs.append(proc)
-        _wait_listening(port, proc, log)
-        d = Dash(url=f"http://127.0.0.1:{port}", db_url=db_url, s3=s3, env=env, tmp=tmp, jobs=jobs)
-        yield d
+        with web_process(env, tmp / "web.log") as url:
+            d = Dash(url=url, db_url=db_url, s3=s3, env=env, tmp=tmp, jobs=jobs)
+            yield d
     finally:
         if d is not None:
             for w in d.workers:
                 w.close()
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
         s3.stop()
 
 

@@ -107,9 +107,10 @@ def test_an_operator_finds_requeues_hears_and_cancels_jobs(page: Any, dash: Dash
     page.evaluate("() => document.querySelector('#preview').play()")
     page.wait_for_function("() => document.querySelector('#preview').currentTime > 0.2")
     assert "LUFS" in page.locator("#lufs").inner_text() and "dBTP" in page.locator("#true-peak").inner_text()
+    assert page.locator("svg.waveform path").count() == 1  # measured from the preview the worker stored
     shot(page, tmp_path, "job-completed")
 
-    # The seeded job with waveform peaks draws them.
+    # The seeded job whose result carries its peaks inline draws them.
     page.goto(f"/jobs/{dash.jobs['completed']}")
     assert page.locator("svg.waveform path").count() == 1
     page.wait_for_function("() => document.querySelector('#preview').duration > 1.5")

@@ -18,6 +18,7 @@ from worker import logs
 from worker.config import load_settings, load_worker_settings
 from worker.providers.settings import ProviderSettings
 from worker.queue.db.connect import plan_connections, safe_dsn
+from worker.render.settings import RenderSettings
 from worker.storage.client import Storage
 from worker.storage.settings import StorageSettings
 from worker.web.app import create_app
@@ -65,7 +66,15 @@ def main(argv: list[str]) -> int:
         ("0.0.0.0", worker_settings.port) if on_heroku else (settings.dashboard_host, settings.dashboard_port)
     )
     assert port is not None
-    app = create_app(settings, plan, storage, https_only=on_heroku)
+    render = load_settings(RenderSettings)
+    app = create_app(
+        settings,
+        plan,
+        storage,
+        https_only=on_heroku,
+        ffmpeg_path=render.ffmpeg_path,
+        ffprobe_path=render.ffprobe_path,
+    )
 
     sock = socket.create_server((host, port), reuse_port=False)
     # Accepted connections inherit it: without it a response's body waits for the client's

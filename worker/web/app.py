@@ -40,13 +40,16 @@ from worker.web.auth import (
     current_user,
     post_with_csrf,
 )
-from worker.web.charts import peaks_of, throughput_chart, waveform_path
+from worker.web.charts import throughput_chart
 from worker.web.db import DashboardDB
 from worker.web.mask import mask, mask_text
 from worker.web.settings import DashboardSettings
+from worker.web.waveform import Waveforms
 
 HERE = Path(__file__).parent
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
+# 'queued' is an alias of 'pending' (migration 0001): the filter 'pending' lists both (0020).
+STATUS_ALIASES = {"queued": "pending"}
 PAGE_SIZE = 50
 CHART_MINUTES = 180
 SECURITY_HEADERS = {
@@ -63,13 +66,16 @@ SECURITY_HEADERS = {
 class Dashboard:
     """The app's state: settings, database, storage (None when not configured) and templates."""
 
-    def __init__(self, settings: DashboardSettings, plan: ConnectionPlan, storage: Storage | None) -> None:
+    def __init__(
+        self, settings: DashboardSettings, plan: ConnectionPlan, storage: Storage | None, waveforms: Waveforms
+    ) -> None:
         self.settings = settings
         self.accounts = settings.accounts()
         if not self.accounts:
             raise ValueError("set DASHBOARD_PASSWORD or DASHBOARD_ACCOUNTS: the dashboard never runs open")
         self.db = DashboardDB(plan)
         self.storage = storage
+        self.waveforms = waveforms
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(), auto_reload=False
         )
@@ -142,8 +148,9 @@ class Dashboard:
 
     async def jobs(self, request: Request) -> Response:
         q = request.query_params
+        status = STATUS_ALIASES.get(q.get("status", ""), q.get("status"))
         filters: dict[str, Any] = {
-            "status": q.get("status") if q.get("status") in STATUSES else None,
+            "status": status if status in STATUSES else None,
             "user_id": parse_uuid(q.get("user")),
             "track_id": parse_uuid(q.get("track")),
             "created_from": parse_date(q.get("from")),
@@ -165,6 +172,8 @@ class Dashboard:
             r["error"] = mask_text(r["error"]) if r["error"] else None
         next_after = f"{rows[-1]['created_at'].isoformat()}_{rows[-1]['id']}" if more and rows else None
         keep = {k: v for k, v in q.items() if k != "after" and v}
+        if filters["status"]:
+            keep["status"] = filters["status"]
         return self.page(
             request,
             "jobs.html",
@@ -184,7 +193,7 @@ class Dashboard:
         for e in events:
             e["detail"] = mask_text(e["detail"]) if e["detail"] else None
         result = job["result"] if isinstance(job["result"], dict) else None
-        peaks = peaks_of(result)
+        waveform = await self.waveforms.of(result)
         return self.page(
             request,
             "job.html",
@@ -197,7 +206,8 @@ class Dashboard:
             preview_url=self._preview_url(result),
             loudness=result.get("loudness") if result and isinstance(result.get("loudness"), dict) else None,
             duration_s=result.get("duration_s") if result else None,
-            waveform=waveform_path(peaks) if peaks else None,
+            waveform=waveform.path,
+            waveform_note=waveform.note,
         )
 
     def _preview_url(self, result: dict[str, Any] | None) -> str | None:
@@ -354,11 +364,18 @@ def timestamp(value: datetime | None) -> str:
 
 
 def create_app(
-    settings: DashboardSettings, plan: ConnectionPlan, storage: Storage | None, *, https_only: bool = False
+    settings: DashboardSettings,
+    plan: ConnectionPlan,
+    storage: Storage | None,
+    *,
+    https_only: bool = False,
+    ffmpeg_path: str = "ffmpeg",
+    ffprobe_path: str = "ffprobe",
 ) -> Starlette:
     """The ASGI app. Refuses (ValueError) to build without an account. ``https_only``: the session
-    cookie is Secure (behind Heroku's router, which terminates TLS)."""
-    d = Dashboard(settings, plan, storage)
+    cookie is Secure (behind Heroku's router, which terminates TLS). The ffmpeg and ffprobe paths
+    measure waveforms of previews (FFMPEG_PATH, FFPROBE_PATH)."""
+    d = Dashboard(settings, plan, storage, Waveforms(storage, ffmpeg=ffmpeg_path, ffprobe=ffprobe_path))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

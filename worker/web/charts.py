@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 RATE_WINDOW = 10  # minutes
+WAVEFORM_BARS = 900  # one per unit of the waveform's width
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def throughput_chart(
 
 
 def peaks_of(result: dict[str, Any] | None) -> list[float] | None:
-    """The waveform peaks a result carries (``peaks`` or ``preview.peaks``: numbers, 0-1 or any
-    scale), normalised to 0-1; None when there are none. Nothing is computed from the audio."""
+    """Peaks a result carries inline (a custom handler's ``peaks`` or ``preview.peaks``: numbers,
+    0-1 or any scale), normalised to 0-1; None when there are none. The pipeline's results hold a
+    peaks *file* instead (``peaks: {bucket, key, ...}``): see worker.web.waveform."""
     if not isinstance(result, dict):
         return None
     preview = result.get("preview")
@@ -93,7 +95,35 @@ def peaks_of(result: dict[str, Any] | None) -> list[float] | None:
     return [v / top for v in values]
 
 
-def waveform_path(peaks: list[float], width: int = 900, height: int = 80) -> str:
+def bars_of_minmax(data: list[int], channels: int = 1, bars: int = WAVEFORM_BARS) -> list[float]:
+    """At most ``bars`` heights (0-1, the loudest 1; all 0 for silence) from interleaved
+    ``[min, max, ...]`` pairs, one pair per channel per pixel (audiowaveform's ``data``): each
+    pixel's largest magnitude over its channels, then each bar the largest of its pixels."""
+    step = 2 * max(channels, 1)
+    pixels = [max(abs(v) for v in data[i : i + step]) for i in range(0, len(data) - 1, step)]
+    if not pixels:
+        return []
+    per_bar = -(-len(pixels) // bars)  # ceil
+    heights = [max(pixels[i : i + per_bar]) for i in range(0, len(pixels), per_bar)]
+    top = max(heights)
+    return [h / top if top else 0.0 for h in heights]
+
+
+def bars_of_peaks_file(doc: Any, bars: int = WAVEFORM_BARS) -> list[float]:
+    """:func:`bars_of_minmax` of an audiowaveform JSON document (version 1 or 2, what the
+    pipeline's ``output.peaks`` writes); ValueError when it is not one."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise ValueError("not audiowaveform JSON (no data list)")
+    channels = doc.get("channels", 1)
+    data = doc["data"]
+    if not isinstance(channels, int) or not 1 <= channels <= 24:
+        raise ValueError(f"not audiowaveform JSON (channels {channels!r})")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in data):
+        raise ValueError("not audiowaveform JSON (data holds non-integers)")
+    return bars_of_minmax(data, channels, bars)
+
+
+def waveform_path(peaks: list[float], width: int = WAVEFORM_BARS, height: int = 80) -> str:
     """An SVG path of mirrored bars, one per peak."""
     step = width / len(peaks)
     mid = height / 2
