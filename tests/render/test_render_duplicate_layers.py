@@ -7,6 +7,7 @@ must sum (+6 dB before normalisation), not collapse into one."""
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from tests.support.audio import decode, peak_hz_per_channel, window
 from worker.render import RenderSettings, parse_spec, render
 from worker.render.graph import mix_command
+from worker.render.spec import LAYER_REGISTRY
 
 SAME = [
     [{"type": "solfeggio", "frequency_hz": 417, "duration_s": 0.5}] * 2,
@@ -29,9 +31,14 @@ SAME = [
     * 3,
     [{"type": "isochronic", "tone_hz": 300, "rate_hz": 4, "gain_db": -6}] * 2,
 ]
+# Every registered layer type that sounds without an input file, twice the same random example:
+# a new type is covered without anyone adding it here.
+_rnd = random.Random(5)
+SAME += [[kind.example(_rnd, 1.5)] * 2 for kind in LAYER_REGISTRY.values() if not kind.model.needs_input]
+IDS = [f"{layers[0]['type']}-{i}" for i, layers in enumerate(SAME)]
 
 
-@pytest.mark.parametrize("layers", SAME, ids=["solfeggio", "noise", "binaural", "ramp", "isochronic"])
+@pytest.mark.parametrize("layers", SAME, ids=IDS)
 def test_identical_layers_build_a_graph(layers) -> None:
     spec = parse_spec({"spec_version": 1, "duration_s": 1.5, "layers": layers})
     cmd = mix_command(spec, 1.5, {}, "ffmpeg")

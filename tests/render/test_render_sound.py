@@ -261,11 +261,17 @@ def test_tones_evaluated_at_a_reduced_rate_sound_as_evaluated_at_the_track_rate(
 ) -> None:
     """Expression sources (binaural ramps, isochronic pulses) are evaluated at a fraction of the
     track rate and resampled: the master matches the one evaluated sample by sample (every edge
-    included) to within -90 dB of its peak."""
-    from worker.render import sources
+    included) to within -90 dB of its peak. Besides the hand-picked hard cases, random examples of
+    every registered layer type that sounds without an input file, one type at a time (a new type
+    is covered without anyone listing it)."""
+    import random
 
-    payload = {
-        "duration_s": 6, "output": {"master": {"format": "wav", "bit_depth": 24}},
+    from worker.render import sources
+    from worker.render.spec import LAYER_REGISTRY
+
+    master = {"master": {"format": "wav", "bit_depth": 24}}
+    hard = {
+        "duration_s": 6, "output": master,
         "layers": [
             {"type": "binaural", "carrier_hz": 250, "start_s": 0.5123, "duration_s": 4.2,
              "schedule": [{"t_s": 0, "beat_hz": 10}, {"t_s": 2, "beat_hz": 10}, {"t_s": 5, "beat_hz": 4}]},
@@ -273,9 +279,18 @@ def test_tones_evaluated_at_a_reduced_rate_sound_as_evaluated_at_the_track_rate(
             {"type": "isochronic", "tone_hz": 3000, "rate_hz": 40, "gain_db": -12},
         ],
     }  # fmt: skip
-    reduced, _ = decode(run(payload, tmp_path / "reduced", settings).master)
-    monkeypatch.setattr(sources, "EVAL_DECIMATIONS", ())
-    exact, _ = decode(run(payload, tmp_path / "exact", settings).master)
-    assert reduced.shape == exact.shape
-    err = np.abs(reduced - exact).max()
-    assert 20 * np.log10(err / np.abs(exact).max()) < -90
+    rnd = random.Random(3)
+    payloads = {"hard cases": hard} | {
+        name: {"duration_s": 2, "output": master, "layers": [kind.example(rnd, 2.0) for _ in range(3)]}
+        for name, kind in LAYER_REGISTRY.items()
+        if not kind.model.needs_input
+    }
+    decimations = sources.EVAL_DECIMATIONS
+    for name, payload in payloads.items():
+        monkeypatch.setattr(sources, "EVAL_DECIMATIONS", decimations)
+        reduced, _ = decode(run(payload, tmp_path / name / "reduced", settings).master)
+        monkeypatch.setattr(sources, "EVAL_DECIMATIONS", ())
+        exact, _ = decode(run(payload, tmp_path / name / "exact", settings).master)
+        assert reduced.shape == exact.shape, name
+        err = np.abs(reduced - exact).max()
+        assert err < np.abs(exact).max() * 10 ** (-90 / 20), (name, err)
