@@ -152,9 +152,6 @@ def test_true_peak_ceiling_holds_on_master_and_preview(
     assert true_peak_db(preview) <= ceiling + 0.05, true_peak_db(preview)
     assert r.on_target and not r.warnings
     assert abs(r.integrated_lufs - target) <= 1.0
-    # The preview's peak is measured, not assumed: "on target" covers the preview by its figure.
-    assert r.preview_true_peak_dbtp is not None
-    assert abs(r.preview_true_peak_dbtp - true_peak_db(preview)) <= 0.3
 
 
 def test_off_target_is_said_loudly_or_fails_the_job(tmp_path: Path, settings: RenderSettings) -> None:

@@ -29,6 +29,7 @@ from worker.render.graph import (
 )
 from worker.render.loops import prepare_loop
 from worker.render.loudness import (
+    PREVIEW_HEADROOM_DB,
     SILENCE_LUFS,
     GainPlan,
     Loudness,
@@ -267,12 +268,17 @@ async def _master(
     return plan, measured
 
 
-async def _check_preview(spec: RenderSpec, plan: GainPlan, goal: _Goal, passes: _Passes) -> float:
-    """True peak of the encoded preview, always measured (4x oversampled): MP3 coding overshoots
-    the master's peaks by an amount that depends on the material and the rate, so the preview's
-    place under the ceiling is stated by a figure, never assumed. Encoded again, limited harder,
-    while over the ceiling. One decode of the preview: ~0.1 s per minute of it here."""
+async def _check_preview(
+    spec: RenderSpec, plan: GainPlan, measured: Loudness, goal: _Goal, passes: _Passes
+) -> float | None:
+    """True peak of the encoded preview, measured when the master's comes within the preview
+    headroom of the ceiling (else None: the preview cannot reach it); encoded again, limited
+    harder, when over the ceiling."""
     ceiling = goal.ceiling_dbtp
+    if measured.true_peak_dbtp <= ceiling - PREVIEW_HEADROOM_DB:
+        return None
+    if plan.preview_limit_dbtp is not None and _high_rate(spec):
+        return None  # limited 1.5 dB under the ceiling: more than MP3 overshoots at these rates
     ffmpeg_path = passes.settings.ffmpeg_path
     tp = (await passes.run(true_peak_command(ffmpeg_path), "preview peak", 99.0, 99.5)).true_peak_dbtp
     for _ in range(MAX_PREVIEW_RETRIES):
@@ -283,6 +289,15 @@ async def _check_preview(spec: RenderSpec, plan: GainPlan, goal: _Goal, passes: 
         await passes.run_raw(preview_command(spec, passes.duration, plan, ffmpeg_path), "preview", 99.5, 99.8)
         tp = (await passes.run(true_peak_command(ffmpeg_path), "preview peak", 99.8, 99.9)).true_peak_dbtp
     return tp
+
+
+def _high_rate(spec: RenderSpec) -> bool:
+    """An MP3 preview coded finely enough that its overshoot stays inside the preview headroom
+    (CBR of 128 kbps or more, VBR quality 0-4); coarser previews are measured."""
+    p = spec.output.preview
+    if p.vbr_quality is not None:
+        return p.vbr_quality <= 4
+    return (p.bitrate_kbps or 192) >= 128
 
 
 def _over_ceiling(what: str, tp: float | None, ceiling: float) -> list[str]:
@@ -387,7 +402,7 @@ async def _normalise(spec: RenderSpec, layer_inputs: dict[str, LayerInput], pass
     plan = plan_gain(measured_in, goal.target_lufs, goal.ceiling_dbtp, speech=goal.anchor == "speech")
     plan = await _calibrate(plan, measured_in, goal, passes)
     plan, measured = await _master(spec, plan, measured_in, goal, passes)
-    preview_tp = await _check_preview(spec, plan, goal, passes)
+    preview_tp = await _check_preview(spec, plan, measured, goal, passes)
     warnings = _off_target(_verdict(goal, measured, preview_tp), passes.settings)
     return _Outcome(plan, measured_in, measured, goal, preview_tp, warnings)
 
