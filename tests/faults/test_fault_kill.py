@@ -32,7 +32,10 @@ def result_keys(row: dict) -> list[str]:
 def completions(fleet) -> int:
     """Completions the workers logged, once at least one is there: the worker logs its line after
     the row has committed, so on a busy machine the test can see the row first."""
-    count = lambda: sum(w.log.count("job completed in") for w in fleet.started)  # noqa: E731
+
+    def count() -> int:
+        return sum(w.log.count("job completed in") for w in fleet.started)
+
     wait_until(lambda: count() >= 1, timeout=10, what="the worker's completion log line")
     return count()
 
